@@ -1,0 +1,128 @@
+"""Contract tests over every registered encoder, decoder and token drop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokenizers_vis.encoders.vit_1d import attention_mask
+from tokenizers_vis.registry import DECODERS, ENCODERS, TOKEN_DROPS
+
+SHARED = {"image_size": 16, "num_tokens": 6}
+ENCODER_SPECS = {
+    "vit_1d": {"name": "vit_1d", "patch_size": 4, "width": 32, "depth": 2, "num_heads": 2},
+    "registers": {"name": "registers", "patch_size": 4, "width": 32, "depth": 2, "num_heads": 2},
+}
+DECODER_SPECS = {
+    "vit_1d": {"name": "vit_1d", "patch_size": 4, "width": 32, "depth": 2, "num_heads": 2},
+}
+DROP_SPECS = {
+    "nested_dropout": {"name": "nested_dropout", "sampling": "pow2"},
+    "tail_drop": {"name": "tail_drop", "sampling": "uniform"},
+}
+
+
+def test_every_registered_component_has_a_spec() -> None:
+    assert sorted(ENCODER_SPECS) == ENCODERS.names()
+    assert sorted(DECODER_SPECS) == DECODERS.names()
+    assert sorted(DROP_SPECS) == TOKEN_DROPS.names()
+
+
+@pytest.mark.parametrize("name", sorted(ENCODER_SPECS))
+def test_encoder_shapes_gradients_determinism(name: str) -> None:
+    enc = ENCODERS.build(ENCODER_SPECS[name], out_dim=5, **SHARED).eval()
+    images = torch.rand(2, 3, 16, 16, requires_grad=True) * 2 - 1
+    latents = enc(images)
+    assert latents.shape == (2, 6, 5)
+    assert torch.equal(latents, enc(images))
+    latents.sum().backward()
+    assert all(p.grad is not None for p in enc.parameters() if p.requires_grad)
+
+
+def test_causal_registers_do_not_see_later_registers() -> None:
+    enc = ENCODERS.build(ENCODER_SPECS["registers"], out_dim=5, **SHARED).eval()
+    images = torch.rand(1, 3, 16, 16) * 2 - 1
+    base = enc(images)
+    with torch.no_grad():  # perturb the learned query of the last register only
+        enc.latent_tokens[:, -1] += 5 * torch.randn(32)  # not constant: LayerNorm would cancel it
+    moved = enc(images)
+    torch.testing.assert_close(moved[:, :-1], base[:, :-1])
+    assert not torch.allclose(moved[:, -1], base[:, -1])
+
+
+def test_full_attention_latents_see_each_other() -> None:
+    enc = ENCODERS.build(ENCODER_SPECS["vit_1d"], out_dim=5, **SHARED).eval()
+    images = torch.rand(1, 3, 16, 16) * 2 - 1
+    base = enc(images)
+    with torch.no_grad():
+        enc.latent_tokens[:, -1] += 5 * torch.randn(32)  # not constant: LayerNorm would cancel it
+    assert (enc(images)[:, 0] - base[:, 0]).abs().max() > 1e-4
+
+
+def test_attention_mask_layout() -> None:
+    mask = attention_mask(num_patches=2, num_tokens=3)
+    assert mask[:2, :2].all() and not mask[:2, 2:].any()  # patches never see registers
+    assert mask[2:, :2].all()
+    assert torch.equal(mask[2:, 2:], torch.ones(3, 3).tril().bool())
+
+
+@pytest.mark.parametrize("name", sorted(DECODER_SPECS))
+def test_decoder_shapes_and_gradients(name: str) -> None:
+    dec = DECODERS.build(DECODER_SPECS[name], in_dim=5, **SHARED)
+    tokens = torch.randn(2, 6, 5, requires_grad=True)
+    out = dec(tokens, None)
+    assert out.images.shape == (2, 3, 16, 16)
+    out.images.square().mean().backward()
+    assert tokens.grad is not None and tokens.grad.abs().sum() > 0
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(dec.sample(tokens, None, num_steps=4, generator=g), out.images)
+
+
+def test_decoder_key_mask_hides_tail() -> None:
+    dec = DECODERS.build(DECODER_SPECS["vit_1d"], in_dim=5, **SHARED).eval()
+    tokens = torch.randn(1, 6, 5)
+    mask = torch.tensor([[True, True, True, False, False, False]])
+    changed = tokens.clone()
+    changed[:, 3:] = torch.randn(1, 3, 5)
+    torch.testing.assert_close(dec(tokens, mask).images, dec(changed, mask).images)
+    assert not torch.allclose(dec(tokens, None).images, dec(changed, None).images)
+
+
+@pytest.mark.parametrize("name", sorted(DROP_SPECS))
+@pytest.mark.parametrize("sampling", ["uniform", "pow2", "uniform_pow2"])
+def test_token_drop_sampling_range(name: str, sampling: str) -> None:
+    drop = TOKEN_DROPS.build({**DROP_SPECS[name], "sampling": sampling}, max_tokens=16, dim=3)
+    lengths = drop.sample_lengths(2000, torch.device("cpu"))
+    assert lengths.min() >= 1 and lengths.max() <= 16
+    assert len(lengths.unique()) > 1  # per sample, not per batch
+    if sampling == "pow2":
+        assert set(lengths.tolist()) <= {1, 2, 4, 8, 16}
+    if sampling == "uniform":
+        assert set(lengths.tolist()) == set(range(1, 17))
+
+
+def test_token_drop_keep_all_fraction() -> None:
+    drop = TOKEN_DROPS.build({"name": "nested_dropout", "drop_prob": 0.25}, max_tokens=16, dim=3)
+    full = (drop.sample_lengths(4000, torch.device("cpu")) == 16).float().mean()
+    assert 0.7 < full < 0.85  # 75% kept whole + 1/16 of the sampled ones
+
+
+def test_nested_dropout_masks_and_tail_drop_hides() -> None:
+    codes = torch.randn(2, 4, 3)
+    lengths = torch.tensor([1, 3])
+    nested = TOKEN_DROPS.build(DROP_SPECS["nested_dropout"], max_tokens=4, dim=3)
+    tokens, key_mask = nested(codes, lengths)
+    assert key_mask is None
+    assert torch.equal(tokens[0, 0], codes[0, 0]) and torch.equal(tokens[1, :3], codes[1, :3])
+    assert torch.equal(tokens[0, 1], nested.mask_token[0, 0])
+    tail = TOKEN_DROPS.build(DROP_SPECS["tail_drop"], max_tokens=4, dim=3)
+    tokens, key_mask = tail(codes, lengths)
+    assert key_mask.tolist() == [[True, False, False, False], [True, True, True, False]]
+    assert tokens[0, 1:].abs().sum() == 0
+
+
+def test_bad_sampling_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="sampling"):
+        TOKEN_DROPS.build({"name": "nested_dropout", "sampling": "geometric"}, max_tokens=4, dim=3)
+    with pytest.raises(KeyError, match="known: nested_dropout, tail_drop"):
+        TOKEN_DROPS.build({"name": "nope"}, max_tokens=4, dim=3)

@@ -1,0 +1,129 @@
+"""Tokenizer contract over every preset: shapes, prefixes, mixed lengths, errors, save -> load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import tokenizers_vis as tv
+from tokenizers_vis.hub import PretrainedError
+from tokenizers_vis.presets import merge
+
+SMALL = [n for n in tv.list_tokenizers() if n.startswith("tiny_cpu")]
+
+
+@pytest.mark.parametrize("name", tv.list_tokenizers())
+def test_every_preset_builds(name: str) -> None:
+    with torch.device("meta"):  # ImageNet presets build without allocating 170M parameters
+        tok = tv.create_tokenizer(name)
+    assert tok.max_tokens >= 1 and tok.image_size % 4 == 0
+    assert all(v >= 2 for v in tok.vocab_sizes)
+    assert tok.config == tv.Tokenizer(**tok.config).config if name in SMALL else tok.config
+
+
+@pytest.mark.parametrize("name", SMALL + ["emoji32_fsq"])
+def test_forward_encode_decode_shapes(name: str) -> None:
+    tok = tv.create_tokenizer(name).eval()
+    s, k_max, g = tok.image_size, tok.max_tokens, len(tok.vocab_sizes)
+    images = torch.rand(2, 3, s, s) * 2 - 1
+    out = tok(images)
+    assert out.images.shape == images.shape and out.ids.shape == (2, k_max, g)
+    for k in (1, k_max // 2, k_max):
+        tokens = tok.encode(images, num_tokens=k)
+        assert tokens.ids.shape == (2, k, g) and tokens.ids.dtype == torch.int64
+        decoded = tok.decode(tokens)
+        assert decoded.shape == images.shape and decoded.abs().max() <= 1
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_prefix_ids_agree_and_mixed_lengths_match_single(name: str) -> None:
+    tok = tv.create_tokenizer(name).eval()
+    images = torch.rand(3, 3, 16, 16) * 2 - 1
+    full = tok.encode(images).ids
+    assert torch.equal(tok.encode(images, num_tokens=3).ids, full[:, :3])
+    lengths = torch.tensor([1, 8, 4])
+    mixed = tok.encode(images, num_tokens=lengths)
+    assert mixed.ids.shape == (3, 8, 1) and torch.equal(mixed.lengths, lengths)
+    assert int(mixed.ids[0, 1:].abs().sum()) == 0  # padding
+    together = tok.decode(mixed)
+    for i, k in enumerate(lengths.tolist()):
+        alone = tok.decode(tv.Tokens(full[i : i + 1, :k]))
+        torch.testing.assert_close(together[i : i + 1], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_training_samples_lengths_per_sample_and_gradients_flow(name: str) -> None:
+    tok = tv.create_tokenizer(name).train()
+    images = torch.rand(16, 3, 16, 16) * 2 - 1
+    out = tok(images)
+    assert out.lengths.shape == (16,) and len(out.lengths.unique()) > 1
+    loss = (out.images - images).square().mean() + sum(out.losses.values(), torch.zeros(()))
+    loss.backward()
+    no_grad = [n for n, p in tok.named_parameters() if p.requires_grad and p.grad is None]
+    assert not no_grad or all("mask_token" in n for n in no_grad), no_grad
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_bf16_autocast_forward(name: str) -> None:
+    tok = tv.create_tokenizer(name).eval()
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tok(images)
+    assert torch.isfinite(out.images.float()).all()
+    assert out.ids.dtype == torch.int64
+    assert (out.ids == tok(images).ids).float().mean() > 0.7  # bf16 nudges few latents across cells
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_save_load_round_trip_is_exact(name: str, tmp_path) -> None:
+    tok = tv.create_tokenizer(name).eval()
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    tok.save_pretrained(tmp_path / "m")
+    loaded = tv.Tokenizer.from_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["format_version"] == 1 and config["tokenizer"] == tok.config
+    for k in (1, 5, 8):
+        a, b = tok.encode(images, num_tokens=k), loaded.encode(images, num_tokens=k)
+        assert torch.equal(a.ids, b.ids)
+        assert torch.equal(tok.decode(a), loaded.decode(b))
+    assert not list((tmp_path / "m").glob("*.tmp"))
+
+
+def test_load_is_strict_and_errors_are_clear(tmp_path) -> None:
+    tok = tv.create_tokenizer("tiny_cpu_fsq")
+    tok.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["tokenizer"]["decoder"]["width"] = 64  # weights no longer fit the spec
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PretrainedError, match="does not match|size mismatch|invalid"):
+        tv.Tokenizer.from_pretrained(tmp_path / "m")
+    config["format_version"] = 99
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PretrainedError, match="format_version"):
+        tv.Tokenizer.from_pretrained(tmp_path / "m")
+    with pytest.raises(PretrainedError, match="neither a directory nor a shipped model"):
+        tv.Tokenizer.from_pretrained(tmp_path / "missing")
+
+
+def test_user_errors_are_clear() -> None:
+    tok = tv.create_tokenizer("tiny_cpu_fsq").eval()
+    with pytest.raises(ValueError, match=r"images must be \(b, 3, 16, 16\)"):
+        tok.encode(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="num_tokens must be in 1..8"):
+        tok.encode(torch.zeros(1, 3, 16, 16), num_tokens=9)
+    with pytest.raises(ValueError, match="can decode 1..8 tokens"):
+        tok.decode(tv.Tokens(torch.zeros(1, 9, 1, dtype=torch.int64)))
+    with pytest.raises(ValueError, match="out of range"):
+        tok.decode(tv.Tokens(torch.full((1, 2, 1), 125)))
+    with pytest.raises(KeyError, match="known: emoji32_fsq"):
+        tv.create_tokenizer("nope")
+
+
+def test_overrides_merge_and_replace() -> None:
+    base = {"encoder": {"name": "vit_1d", "width": 8, "depth": 2}}
+    assert merge(base, {"encoder": {"width": 16}})["encoder"] == {"name": "vit_1d", "width": 16, "depth": 2}
+    assert merge(base, {"encoder": {"name": "registers"}})["encoder"] == {"name": "registers"}
+    tok = tv.create_tokenizer("tiny_cpu_fsq", max_tokens=4, quantizer={"levels": [3, 3]})
+    assert tok.max_tokens == 4 and tok.vocab_sizes == (9,)

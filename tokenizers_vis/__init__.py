@@ -1,0 +1,41 @@
+"""vistok: discrete 1D variable-length image tokenizers.
+
+Public API (what other generative models plug into):
+
+    import tokenizers_vis as tv
+    tok = tv.Tokenizer.from_pretrained("emoji32")          # or a local directory
+    tokens = tok.encode(images, num_tokens=16)             # Tokens(ids (b 16 g), lengths)
+    images = tok.decode(tokens)                            # (b 3 h w) in [-1, 1]
+    tv.list_tokenizers(); tv.create_tokenizer("tiny_cpu_fsq", max_tokens=16)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+from tokenizers_vis.hub import list_pretrained  # noqa: E402
+from tokenizers_vis.presets import PRESETS, preset_spec  # noqa: E402
+from tokenizers_vis.tokenizer import Tokenizer, TokenizerOutput, Tokens  # noqa: E402
+
+
+def list_tokenizers() -> list[str]:
+    """Names of the tokenizer presets `create_tokenizer` accepts."""
+    return sorted(PRESETS)
+
+
+def create_tokenizer(name: str, **overrides: Any) -> Tokenizer:
+    """A freshly initialised tokenizer from preset `name`; nested dict overrides merge into the spec."""
+    return Tokenizer(**preset_spec(name, **overrides))
+
+
+__all__ = [
+    "Tokenizer",
+    "TokenizerOutput",
+    "Tokens",
+    "create_tokenizer",
+    "list_pretrained",
+    "list_tokenizers",
+    "__version__",
+]

@@ -1,0 +1,1 @@
+"""Building blocks timm does not have. Transformer blocks and patch embedding come from timm."""

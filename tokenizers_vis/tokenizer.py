@@ -1,0 +1,215 @@
+"""Tokenizer: images <-> ordered 1D sequences of discrete ids whose every prefix decodes.
+
+    images (b 3 h w) in [-1, 1]
+      -> encoder    latents (b K d)
+      -> quantizer  codes (b K d), ids (b K g)
+      -> token drop keep a prefix k per sample (training: sampled; inference: asked for)
+      -> decoder    images (b 3 h w)
+
+The constructor's keyword arguments are the spec: the same dict lives in presets, YAML configs and a
+pretrained `config.json`. Shared sizes (image size, K, code dimension) are set once here and handed to
+the components, so a spec cannot disagree with itself.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tokenizers_vis import decoders, encoders, quantizers  # noqa: F401  (registration)
+from tokenizers_vis.registry import DECODERS, ENCODERS, QUANTIZERS, TOKEN_DROPS
+
+
+@dataclass
+class Tokens:
+    """A batch of token sequences.
+
+    Attributes:
+        ids: (b n g) int64, g = number of sub-codebooks.
+        lengths: (b,) int64 valid prefix length per sample, or None when all n are valid.
+            Positions at or after a sample's length are padding and are ignored by `decode`.
+    """
+
+    ids: Tensor
+    lengths: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.ids.dim() != 3:
+            raise ValueError(f"Tokens.ids must be (b, n, g), got shape {tuple(self.ids.shape)}")
+        if self.lengths is not None and self.lengths.shape != self.ids.shape[:1]:
+            raise ValueError("Tokens.lengths must have shape (b,)")
+
+    def to(self, device: torch.device | str) -> Tokens:
+        lengths = None if self.lengths is None else self.lengths.to(device)
+        return Tokens(self.ids.to(device), lengths)
+
+
+@dataclass
+class TokenizerOutput:
+    """Training-time output of `Tokenizer.forward`.
+
+    Attributes:
+        images: (b 3 h w) reconstructions, unclamped.
+        ids: (b K g) ids of all K tokens.
+        lengths: (b,) prefix length the decoder saw for each sample.
+        losses: unweighted named terms from the quantizer and decoder.
+        stats: detached scalars to log.
+    """
+
+    images: Tensor
+    ids: Tensor
+    lengths: Tensor
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    stats: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Tokenizer(nn.Module):
+    """A 1D variable-length image tokenizer assembled from registered components.
+
+    Args:
+        image_size: square image size in pixels.
+        max_tokens: K, the longest token sequence.
+        encoder: encoder spec, e.g. `{"name": "vit_1d", "patch_size": 4, "width": 192, ...}`.
+        quantizer: quantizer spec, e.g. `{"name": "fsq", "levels": [8, 8, 8, 8]}`.
+        decoder: decoder spec, e.g. `{"name": "vit_1d", ...}`.
+        token_drop: prefix-keeping spec: `{"name": "nested_dropout" | "tail_drop", ...}`.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        max_tokens: int,
+        encoder: dict[str, Any],
+        quantizer: dict[str, Any],
+        decoder: dict[str, Any],
+        token_drop: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        token_drop = token_drop or {"name": "nested_dropout"}
+        self.config: dict[str, Any] = copy.deepcopy(
+            dict(
+                image_size=image_size,
+                max_tokens=max_tokens,
+                encoder=encoder,
+                quantizer=quantizer,
+                decoder=decoder,
+                token_drop=token_drop,
+            )
+        )
+        self.image_size = image_size
+        self.max_tokens = max_tokens
+        self.quantizer = QUANTIZERS.build(quantizer)
+        dim = self.quantizer.dim
+        self.encoder = ENCODERS.build(
+            encoder, image_size=image_size, num_tokens=max_tokens, out_dim=dim
+        )
+        self.token_drop = TOKEN_DROPS.build(token_drop, max_tokens=max_tokens, dim=dim)
+        self.decoder = DECODERS.build(
+            decoder, image_size=image_size, num_tokens=max_tokens, in_dim=dim
+        )
+
+    @property
+    def vocab_sizes(self) -> tuple[int, ...]:
+        """One vocabulary size per sub-codebook."""
+        return tuple(self.quantizer.vocab_sizes)
+
+    def forward(self, images: Tensor, num_tokens: int | Tensor | None = None) -> TokenizerOutput:
+        """Reconstruct `images` (b 3 h w) through a prefix of k tokens.
+
+        `num_tokens=None` samples k per sample in training mode and keeps all K in eval mode.
+        """
+        self._check_images(images)
+        q = self.quantizer(self.encoder(images))  # codes (b K d), ids (b K g)
+        b = images.shape[0]
+        if num_tokens is None and self.training:
+            lengths = self.token_drop.sample_lengths(b, images.device)
+        else:
+            lengths = self._lengths(num_tokens, b, images.device)
+        tokens, key_mask = self.token_drop(q.codes, lengths)  # (b K d), (b K) | None
+        out = self.decoder(tokens, key_mask, images=images)
+        losses = {**q.losses, **out.losses}
+        return TokenizerOutput(out.images, q.ids, lengths, losses, dict(q.stats))
+
+    @torch.no_grad()
+    def encode(self, images: Tensor, num_tokens: int | Tensor | None = None) -> Tokens:
+        """images (b 3 h w) in [-1, 1] -> Tokens with ids (b k g).
+
+        `num_tokens`: an int k in 1..K for every image, a (b,) tensor of per-image k (ids are padded to
+        the longest and `lengths` says which are valid), or None for all K.
+        """
+        self._check_images(images)
+        ids = self.quantizer(self.encoder(images)).ids  # (b K g)
+        if num_tokens is None or isinstance(num_tokens, int):
+            k = self._lengths(num_tokens, 1, images.device).item()
+            return Tokens(ids[:, :k].contiguous())
+        lengths = self._lengths(num_tokens, images.shape[0], images.device)
+        keep = torch.arange(ids.shape[1], device=ids.device)[None, :, None] < lengths[:, None, None]
+        ids = torch.where(keep, ids, 0)[:, : int(lengths.max())]  # (b k_max g), padding = 0
+        return Tokens(ids.contiguous(), lengths)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        tokens: Tokens | Tensor,
+        num_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Tokens (ids (b k g), k <= K) -> images (b 3 h w) clamped to [-1, 1].
+
+        `num_steps` and `generator` are used by sampling decoders (rectified flow).
+        """
+        if isinstance(tokens, Tensor):
+            tokens = Tokens(tokens)
+        ids = tokens.ids.to(self._device())
+        b, n, _ = ids.shape
+        if not 1 <= n <= self.max_tokens:
+            raise ValueError(f"can decode 1..{self.max_tokens} tokens, got {n}")
+        self.quantizer.check_ids(ids)
+        lengths = tokens.lengths
+        lengths = torch.full((b,), n, device=ids.device) if lengths is None else lengths.to(ids.device)
+        padded = torch.zeros(b, self.max_tokens, ids.shape[2], dtype=torch.int64, device=ids.device)
+        padded[:, :n] = ids
+        codes = self.quantizer.ids_to_codes(padded)  # (b K d)
+        codes, key_mask = self.token_drop(codes, self._lengths(lengths, b, ids.device))
+        images = self.decoder.sample(codes, key_mask, num_steps=num_steps, generator=generator)
+        return images.clamp(-1, 1)
+
+    def _lengths(self, num_tokens: int | Tensor | None, batch: int, device: torch.device) -> Tensor:
+        """Validate k and return (b,) int64 lengths."""
+        if num_tokens is None:
+            num_tokens = self.max_tokens
+        lengths = torch.as_tensor(num_tokens, device=device).long()
+        if lengths.dim() == 0:
+            lengths = lengths.expand(batch)
+        if lengths.shape != (batch,):
+            raise ValueError(f"num_tokens must be an int or a ({batch},) tensor")
+        if bool((lengths < 1).any()) or bool((lengths > self.max_tokens).any()):
+            raise ValueError(f"num_tokens must be in 1..{self.max_tokens}, got {num_tokens}")
+        return lengths
+
+    def _check_images(self, images: Tensor) -> None:
+        expected = (3, self.image_size, self.image_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(f"images must be (b, {', '.join(map(str, expected))}), got {tuple(images.shape)}")
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # Pretrained directories: config.json + model.safetensors (see hub.py).
+    def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        from tokenizers_vis.hub import save_pretrained
+
+        return save_pretrained(self, directory, extra)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_dir: str | Path, map_location: str | torch.device = "cpu"
+    ) -> Tokenizer:
+        from tokenizers_vis.hub import load_pretrained
+
+        return load_pretrained(cls, name_or_dir, map_location)
