@@ -1,0 +1,154 @@
+"""Photo crops, image folders and the `build_dataset` spec parser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tokenizers_vis.data.build import build_dataset, parse_spec
+from tokenizers_vis.data.folder import FolderDataset
+from tokenizers_vis.data.photos import PHOTO_SPLITS, PhotoCropDataset, photo_sources
+
+
+def _check_item(x: torch.Tensor, y: int, size: int, num_classes: int) -> None:
+    assert x.shape == (3, size, size) and x.dtype == torch.float32
+    assert -1.0 <= x.min() and x.max() <= 1.0
+    assert isinstance(y, int) and 0 <= y < num_classes
+
+
+def _write_tree(root: Path, classes=("cat", "dog"), per_class: int = 3) -> None:
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c / "sub").mkdir(parents=True)
+        for i in range(per_class):
+            folder = root / c / ("sub" if i == 0 else "")
+            arr = rng.integers(0, 256, (10 + i, 14, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(folder / f"{i}.PNG")
+    (root / ".hidden").mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(root / ".hidden" / "x.png")
+    (root / "notes.txt").write_text("not an image")
+
+
+# --- photos -------------------------------------------------------------------------------
+
+
+def test_photo_sources_are_offline_photos():
+    sources = photo_sources()
+    assert {"skimage/astronaut", "skimage/coffee", "skimage/chelsea"} <= set(sources)
+    assert all(p.is_file() for p in sources.values())
+
+
+def test_photo_splits_held_out_by_source():
+    pools = {s: set(PhotoCropDataset(s, 8)._pool) for s in ("train", "val", "test")}
+    assert not (pools["train"] & pools["val"] or pools["train"] & pools["test"])
+    assert not pools["val"] & pools["test"]
+    names = PhotoCropDataset("val", 8).class_names
+    assert {names[i] for i in pools["val"]} <= set(PHOTO_SPLITS["val"])
+
+
+def test_photo_eval_crops_deterministic_train_random():
+    a, b = PhotoCropDataset("val", 16, seed=3), PhotoCropDataset("val", 16, seed=3)
+    x, y = a[5]
+    _check_item(x, y, 16, len(a.class_names))
+    assert torch.equal(x, b[5][0]) and torch.equal(x, a[5][0])
+    assert not torch.equal(x, PhotoCropDataset("val", 16, seed=4)[5][0])
+    train = PhotoCropDataset("train", 16, crops_per_epoch=4, seed=0)
+    assert len(train) == 4
+    assert not torch.equal(train[0][0], train[0][0])  # a new crop every draw
+
+
+def test_photo_record_metadata_and_scale():
+    ds = PhotoCropDataset("test", 8, scale=(1.0, 1.0), crops_per_epoch=3)
+    image, label, info = ds.record(0)
+    assert image.shape == (8, 8, 3) and image.dtype == np.uint8
+    w, h = info["original_size"]
+    left, top, right, bottom = info["crop_box"]
+    assert right - left == bottom - top == min(w, h)  # scale 1: the largest square
+    assert info["split"] == "test" and info["name"] == ds.class_names[label]
+    with pytest.raises(ValueError):
+        PhotoCropDataset("train", 8, scale=(0.0, 1.0))
+    with pytest.raises(IndexError):
+        ds[3]
+
+
+# --- folders ------------------------------------------------------------------------------
+
+
+def test_folder_labels_from_sorted_class_folders(tmp_path):
+    _write_tree(tmp_path)
+    ds = FolderDataset(tmp_path, size=8)
+    assert ds.class_names == ["cat", "dog"] and len(ds) == 6
+    assert ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    for i in range(len(ds)):
+        _check_item(*ds[i], 8, 2)
+    image, label, info = ds.record(0)
+    assert image.shape == (8, 8, 3) and info["original_size"] == [14, 11]
+
+
+def test_folder_split_subdirectories_win(tmp_path):
+    _write_tree(tmp_path / "train")
+    _write_tree(tmp_path / "val", classes=("cat",), per_class=1)
+    assert len(FolderDataset(tmp_path, "val", 8)) == 1
+    assert len(FolderDataset(tmp_path, "train", 8)) == 6
+    with pytest.raises(FileNotFoundError, match="no test/ folder"):
+        FolderDataset(tmp_path, "test", 8)  # never hash-split the train/ files into test
+
+
+def test_folder_hash_split_partitions_files(tmp_path):
+    rng = np.random.default_rng(1)
+    for i in range(60):
+        Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    parts = {}
+    for s in ("train", "val", "test"):
+        try:
+            parts[s] = set(FolderDataset(tmp_path, s, 4).files)
+        except FileNotFoundError:
+            parts[s] = set()
+    assert sum(map(len, parts.values())) == 60 and len(parts["train"]) > 40
+    assert not (parts["train"] & parts["val"] or parts["train"] & parts["test"])
+    assert FolderDataset(tmp_path, "all", 4).class_names == ["."]
+
+
+def test_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        FolderDataset(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="no readable images"):
+        FolderDataset(tmp_path)
+
+
+# --- specs --------------------------------------------------------------------------------
+
+
+def test_parse_spec_forms():
+    assert parse_spec("emoji") == ("emoji", {})
+    assert parse_spec("folder:/data/x") == ("folder", {"root": "/data/x"})
+    assert parse_spec("shards:/s/train-*.tar") == ("shards", {"urls": "/s/train-*.tar"})
+    assert parse_spec({"name": "photos", "scale": [0.5, 1]}) == ("photos", {"scale": [0.5, 1]})
+
+
+@pytest.mark.parametrize("spec", ["imagenet", {"root": "/x"}, "/some/dir"])
+def test_unknown_specs_list_known_ones(spec):
+    with pytest.raises(ValueError, match="known: emoji, photos, folder:<root>, shards:<urls>"):
+        parse_spec(spec)
+
+
+@pytest.mark.parametrize("spec", ["folder", "folder:", "shards", {"name": "folder"}])
+def test_path_specs_need_a_path(spec):
+    with pytest.raises(ValueError, match="needs a path"):
+        parse_spec(spec)
+
+
+def test_build_dataset_folder_and_photos(tmp_path):
+    _write_tree(tmp_path)
+    ds = build_dataset(f"folder:{tmp_path}", "all", 8)
+    assert isinstance(ds, FolderDataset) and len(ds) == 6
+    ds = build_dataset({"name": "folder", "root": str(tmp_path), "augment": True}, "all", 8)
+    assert ds.augment
+    ph = build_dataset("photos", "val", 8, crops_per_epoch=2)
+    assert isinstance(ph, PhotoCropDataset) and len(ph) == 2
+    with pytest.raises(ValueError, match="size"):
+        build_dataset("photos", "val", 0)

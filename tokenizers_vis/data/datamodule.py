@@ -1,0 +1,147 @@
+"""`ImageDataModule`: the Lightning data module every training config points at.
+
+Batches are `(images (b, 3, s, s) float32 in [-1, 1], labels (b,) int64)` whatever the source:
+- shard specs (`shards:...`) stream with WebDataset: train resamples shards (a distinct,
+  seeded stream per rank and worker) through a shuffle buffer, `train_samples_per_epoch`
+  long; val/test read every sample once, split by node and then by worker.
+- other specs wrap the map-style datasets in a plain DataLoader; under DDP Lightning swaps
+  in a DistributedSampler (shuffle kept for train), so nothing here is rank-aware.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from tokenizers_vis.data.build import build_dataset, parse_spec
+from tokenizers_vis.data.shards import ShardDataset
+
+__all__ = ["ImageDataModule"]
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Images and labels for tokenizer training.
+
+    Args:
+        train_data: data spec of the training set ("emoji", "photos", "folder:/p", "shards:/p").
+        val_data: data spec for validation/test; None uses `train_data` (for shards, give a
+            folder, "shards:/dir", so each split finds its own `{split}-*.tar`).
+        image_size: side of the square images.
+        batch_size: per device.
+        num_workers: data-loader workers per device.
+        shuffle_buffer: samples in the shard shuffle buffer (shard specs only).
+        augment: random crop + horizontal flip on the training set.
+        seed: seeds shuffling, shard sampling and augmentation.
+        train_samples_per_epoch: samples per epoch per device for streamed shards; default
+            the packed count (else 10,000) divided by the number of devices.
+        val_split: split used by `val_dataloader` ("val"; "test" is used by `test_dataloader`).
+        drop_last: drop the last incomplete training batch.
+        pin_memory: pin host memory (useful with CUDA).
+        dataset_kwargs: extra constructor arguments for both datasets (e.g. cache_dir).
+    """
+
+    def __init__(
+        self,
+        train_data: str | dict = "emoji",
+        val_data: str | dict | None = None,
+        image_size: int = 32,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        shuffle_buffer: int = 2000,
+        augment: bool = False,
+        seed: int = 0,
+        train_samples_per_epoch: int | None = None,
+        val_split: str = "val",
+        drop_last: bool = True,
+        pin_memory: bool = False,
+        dataset_kwargs: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        parse_spec(train_data)  # fail at construction, not hours later in setup()
+        parse_spec(val_data if val_data is not None else train_data)
+        self.train_data, self.val_data = (
+            train_data,
+            val_data if val_data is not None else train_data,
+        )
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.shuffle_buffer, self.augment, self.seed = shuffle_buffer, augment, seed
+        self.train_samples_per_epoch, self.val_split = train_samples_per_epoch, val_split
+        self.drop_last, self.pin_memory = drop_last, pin_memory
+        self.dataset_kwargs = dict(dataset_kwargs or {})
+        self.datasets: dict[str, Any] = {}
+
+    def _world(self) -> int:
+        trainer = getattr(self, "_trainer", None)
+        return max(1, trainer.world_size) if trainer is not None else 1
+
+    def _is_shards(self, spec: str | dict) -> bool:
+        return parse_spec(spec)[0] == "shards"
+
+    def _build(self, spec: str | dict, split: str) -> Any:
+        train = split == "train"
+        kwargs: dict[str, Any] = {**self.dataset_kwargs, "seed": self.seed}
+        if self._is_shards(spec):
+            kwargs.update(resampled=train, shuffle_buffer=self.shuffle_buffer if train else 0)
+        kwargs["augment"] = self.augment and train
+        ds = build_dataset(spec, split, self.image_size, **kwargs)
+        if isinstance(ds, ShardDataset) and train:
+            per_device = self.train_samples_per_epoch or math.ceil(
+                (ds.count or 10_000) / self._world()
+            )
+            ds.epoch_samples = math.ceil(per_device / max(1, self.num_workers))
+        elif isinstance(ds, ShardDataset) and len(ds.urls) < self._world():
+            # Workers without a shard just yield nothing; a *rank* without one stalls DDP.
+            warnings.warn(
+                f"{len(ds.urls)} {split} shards for {self._world()} devices: some get no data; "
+                "pack with a smaller --shard-size",
+                stacklevel=2,
+            )
+        return ds
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and "train" not in self.datasets:
+            self.datasets["train"] = self._build(self.train_data, "train")
+        if stage in (None, "fit", "validate") and "val" not in self.datasets:
+            self.datasets["val"] = self._build(self.val_data, self.val_split)
+        if stage in (None, "test") and "test" not in self.datasets:
+            self.datasets["test"] = self._build(self.val_data, "test")
+
+    def _loader(self, name: str, train: bool) -> DataLoader:
+        if name not in self.datasets:
+            self.setup()
+        ds = self.datasets[name]
+        iterable = isinstance(ds, torch.utils.data.IterableDataset)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=train and not iterable,
+            drop_last=train and self.drop_last,
+            num_workers=self.num_workers,
+            # Persistent workers keep each shard stream's pass counter (fresh orders per epoch)
+            # and skip re-forking every epoch.
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            generator=torch.Generator().manual_seed(self.seed) if train and not iterable else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names of the training set (empty if unknown)."""
+        if "train" not in self.datasets:
+            self.setup("fit")
+        return list(getattr(self.datasets["train"], "class_names", []))

@@ -1,0 +1,171 @@
+"""Photos: square crops of real photographs that ship offline with our dependencies.
+
+Sources (see SOURCES.md for licences):
+- scikit-image's bundled colour photographs (in the wheel, no pooch download): astronaut,
+  chelsea, coffee, rocket, hubble_deep_field. Left out: grayscale images, synthetic or
+  medical/microscopy images (ihc, retina), and the Middlebury motorcycle pair (no licence
+  statement).
+- Debian mate-backgrounds' `nature/` wallpapers: twelve photographs (1280x1024 to 2560x1920).
+  Its `abstract/` and `desktop/` folders are artwork and logos, not photos.
+
+Split by source photo, fixed by name so it never depends on which packages are installed:
+val = coffee + RainDrops, test = chelsea + Dune, train = the rest (13 photos).
+
+A crop covers a random fraction `scale` of the photo's area (aspect 1, like RandomResizedCrop
+with ratio 1) and is resized with Lanczos. The train split draws new crops every epoch;
+val/test crops are a pure function of (seed, index), so evaluation always sees the same set.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tokenizers_vis.data.transforms import (
+    WorkerGenerator,
+    load_rgb,
+    mix_seed,
+    random_crop_flip,
+    to_tensor,
+)
+
+__all__ = ["MATE_NATURE_DIR", "PHOTO_SPLITS", "PhotoCropDataset", "photo_sources"]
+
+MATE_NATURE_DIR = Path("/usr/share/backgrounds/mate/nature")
+SKIMAGE_PHOTOS = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "hubble_deep_field.jpg",
+)
+PHOTO_SPLITS: dict[str, tuple[str, ...]] = {
+    "val": ("skimage/coffee", "mate/RainDrops"),
+    "test": ("skimage/chelsea", "mate/Dune"),
+}
+
+
+def photo_sources(mate_dir: str | os.PathLike = MATE_NATURE_DIR) -> dict[str, Path]:
+    """Every available source photo, as {"skimage/coffee": path, "mate/Dune": path, ...}."""
+    sources: dict[str, Path] = {}
+    try:
+        import skimage.data
+
+        skimage_dir = Path(skimage.data.__file__).parent
+        for file in SKIMAGE_PHOTOS:
+            if (skimage_dir / file).is_file():
+                sources[f"skimage/{Path(file).stem}"] = skimage_dir / file
+    except ImportError:
+        pass
+    for path in sorted(Path(mate_dir).glob("*.jpg")):
+        sources[f"mate/{path.stem}"] = path
+    return sources
+
+
+def _split_of(name: str) -> str:
+    return next((s for s, names in PHOTO_SPLITS.items() if name in names), "train")
+
+
+@functools.lru_cache(maxsize=32)
+def _photo(path: Path) -> Image.Image:
+    # Decoding a 2560x1600 JPEG takes ~50 ms, so each worker keeps its photos (~12 MB each).
+    return load_rgb(path)
+
+
+class PhotoCropDataset(torch.utils.data.Dataset):
+    """Random square crops of real photos.
+
+    Args:
+        split: "train", "val", "test" or "all" (held out by source photo).
+        size: output side in pixels.
+        scale: range of the crop's area as a fraction of the photo's area; crops never
+            exceed the photo's shorter side.
+        crops_per_epoch: dataset length; defaults to 1000 for train, 100 for val/test.
+        seed: seeds eval crops (per index) and the train generator.
+        deterministic: crops fixed per (seed, index); default True except for train.
+        augment: also flip left-right (train only; random crops are built in).
+        mate_dir: where the MATE nature photos live.
+
+    Items are `(image (3, size, size) float32 in [-1, 1], label)`, the label being the index
+    of the source photo in `class_names`.
+    """
+
+    def __init__(
+        self,
+        split: str = "train",
+        size: int = 64,
+        scale: tuple[float, float] = (0.1, 1.0),
+        crops_per_epoch: int | None = None,
+        seed: int = 0,
+        deterministic: bool | None = None,
+        augment: bool = False,
+        mate_dir: str | os.PathLike = MATE_NATURE_DIR,
+    ):
+        if split not in ("train", "val", "test", "all"):
+            raise ValueError(f"unknown split {split!r}; known: train, val, test, all")
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale}")
+        sources = photo_sources(mate_dir)
+        # Labels index *all* photos, so a label means the same photo in every split.
+        self.class_names = list(sources)
+        self.paths = list(sources.values())
+        self._pool = [i for i, n in enumerate(sources) if split in ("all", _split_of(n))]
+        if not self._pool:
+            raise FileNotFoundError(
+                f"no photos for split {split!r}: install scikit-image and mate-backgrounds"
+            )
+        self.split, self.size, self.scale, self.seed = split, size, scale, seed
+        self.length = crops_per_epoch or (1000 if split == "train" else 100)
+        self.deterministic = split != "train" if deterministic is None else deterministic
+        self.augment = augment
+        self._rng = WorkerGenerator(seed)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _generator(self, index: int) -> torch.Generator:
+        if self.deterministic:
+            return torch.Generator().manual_seed(mix_seed(self.seed, self.split, index))
+        return self._rng()
+
+    def _crop(self, index: int) -> tuple[Image.Image, int, dict]:
+        gen = self._generator(index)
+        label = self._pool[int(torch.randint(len(self._pool), (), generator=gen))]
+        photo = _photo(self.paths[label])
+        w, h = photo.size
+        lo, hi = self.scale
+        area = (lo + (hi - lo) * torch.rand((), generator=gen).item()) * w * h
+        side = max(1, min(w, h, round(math.sqrt(area))))
+        left = int(torch.randint(w - side + 1, (), generator=gen))
+        top = int(torch.randint(h - side + 1, (), generator=gen))
+        box = (left, top, left + side, top + side)
+        crop = photo.resize((self.size, self.size), Image.Resampling.LANCZOS, box=box)
+        name = self.class_names[label]
+        info = {
+            "source": f"photos/{name}",
+            "name": name,
+            "split": _split_of(name),
+            "original_size": [w, h],
+            "crop_box": list(box),
+        }
+        return crop, label, info
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        crop, label, _ = self._crop(index)
+        x = to_tensor(crop)  # (3 size size)
+        if self.augment and not self.deterministic:
+            x = random_crop_flip(x, self._rng(), crop_scale=(1.0, 1.0))
+        return x, label
+
+    def record(self, index: int) -> tuple[np.ndarray, int, dict]:
+        """(uint8 (size, size, 3) crop, label, JSON-able metadata) of item `index`."""
+        crop, label, info = self._crop(index)
+        return np.asarray(crop), label, info
