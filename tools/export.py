@@ -1,0 +1,85 @@
+"""`vistok export CKPT OUT_DIR`: a training checkpoint -> a pretrained directory.
+
+Lightning checkpoints are for resuming; a pretrained directory (config.json + model.safetensors) is
+what users load. This is the one place that unwraps training wrappers: EMA (Lightning's weight
+averaging stores the averaged weights as `state_dict`), `torch.compile` (`_orig_mod.`) and DDP
+(`module.`) prefixes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tokenizers_vis.presets import preset_spec
+from tokenizers_vis.tokenizer import Tokenizer
+
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def tokenizer_state(state_dict: dict[str, Any], prefix: str = "tokenizer.") -> dict[str, Any]:
+    """Keep `prefix`-ed entries, strip the prefix and any wrapper prefixes around it."""
+    out = {}
+    for key, value in state_dict.items():
+        for wrapper in WRAPPER_PREFIXES:
+            key = key.replace(wrapper, "")
+        if key.startswith(prefix):
+            out[key[len(prefix) :]] = value
+    return out
+
+
+def export(ckpt: str | Path, out_dir: str | Path, weights: str = "ema") -> Path:
+    """Write the tokenizer inside `ckpt` as a pretrained directory and return its path.
+
+    Args:
+        ckpt: Lightning checkpoint of a TokenizerSystem run.
+        out_dir: destination directory.
+        weights: "ema" (averaged weights, when the run used EMA) or "raw" (the optimizer's weights).
+    """
+    # weights_only=True: a checkpoint is data; nothing in it gets to run code here.
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    hparams = checkpoint.get("hyper_parameters", {})
+    spec = hparams.get("tokenizer")
+    if spec is None:
+        raise ValueError(f"{ckpt} has no tokenizer hyper-parameters; is it a TokenizerSystem run?")
+    spec = preset_spec(spec) if isinstance(spec, str) else spec
+    has_ema = "current_model_state" in checkpoint
+    if weights == "raw" and has_ema:
+        state = checkpoint["current_model_state"]
+    else:
+        state = checkpoint["state_dict"]
+    model = Tokenizer(**spec)
+    model.load_state_dict(tokenizer_state(state), strict=True)
+    extra = {
+        "source_checkpoint": Path(ckpt).name,
+        "global_step": checkpoint.get("global_step"),
+        "epoch": checkpoint.get("epoch"),
+        "weights": "ema" if has_ema and weights == "ema" else "raw",
+    }
+    return model.save_pretrained(out_dir, extra=extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vistok export", description=__doc__.splitlines()[0])
+    parser.add_argument("ckpt", type=Path, help="Lightning checkpoint (.ckpt)")
+    parser.add_argument("out_dir", type=Path, help="pretrained directory to write")
+    parser.add_argument("--weights", choices=["ema", "raw"], default="ema")
+    args = parser.parse_args(argv)
+    if not args.ckpt.is_file():
+        print(f"vistok export: error: {args.ckpt} is not a file", file=sys.stderr)
+        return 2
+    try:
+        out = export(args.ckpt, args.out_dir, args.weights)
+    except (ValueError, KeyError, RuntimeError) as err:
+        print(f"vistok export: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
