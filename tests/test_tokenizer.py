@@ -123,7 +123,11 @@ def test_user_errors_are_clear() -> None:
 
 def test_overrides_merge_and_replace() -> None:
     base = {"encoder": {"name": "vit_1d", "width": 8, "depth": 2}}
-    assert merge(base, {"encoder": {"width": 16}})["encoder"] == {"name": "vit_1d", "width": 16, "depth": 2}
+    assert merge(base, {"encoder": {"width": 16}})["encoder"] == {
+        "name": "vit_1d",
+        "width": 16,
+        "depth": 2,
+    }
     assert merge(base, {"encoder": {"name": "registers"}})["encoder"] == {"name": "registers"}
     tok = tv.create_tokenizer("tiny_cpu_fsq", max_tokens=4, quantizer={"levels": [3, 3]})
     assert tok.max_tokens == 4 and tok.vocab_sizes == (9,)

@@ -26,7 +26,7 @@ def list_tokenizers() -> list[str]:
 
 
 def create_tokenizer(name: str, **overrides: Any) -> Tokenizer:
-    """A freshly initialised tokenizer from preset `name`; nested dict overrides merge into the spec."""
+    """A freshly initialised tokenizer from preset `name`; nested overrides merge into its spec."""
     return Tokenizer(**preset_spec(name, **overrides))
 
 

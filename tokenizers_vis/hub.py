@@ -1,4 +1,5 @@
-"""Pretrained directories: `config.json` (format version, library version, the spec) + `model.safetensors`.
+"""Pretrained directories: `config.json` (format version, library version, the spec) +
+`model.safetensors`.
 
 Loading never unpickles and never builds a class named in a file: the config holds a spec of
 registered names, the weights are plain tensors, and loading is strict.
@@ -50,7 +51,9 @@ def resolve(name_or_dir: str | Path) -> Path:
     if str(name_or_dir) in list_pretrained():
         return shipped
     known = ", ".join(list_pretrained()) or "(none)"
-    raise PretrainedError(f"{name_or_dir!s} is neither a directory nor a shipped model; shipped: {known}")
+    raise PretrainedError(
+        f"{name_or_dir!s} is neither a directory nor a shipped model; shipped: {known}"
+    )
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -64,7 +67,9 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
-def save_pretrained(model: Tokenizer, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+def save_pretrained(
+    model: Tokenizer, directory: str | Path, extra: dict[str, Any] | None = None
+) -> Path:
     """Write `config.json` and `model.safetensors`, each atomically; returns the directory."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -93,7 +98,8 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     version = config.get("format_version") if isinstance(config, dict) else None
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise PretrainedError(
-            f"{path}: format_version {version!r} is not supported (this vistok reads <= {FORMAT_VERSION})"
+            f"{path}: format_version {version!r} is not supported "
+            f"(this vistok reads <= {FORMAT_VERSION})"
         )
     if not isinstance(config.get("tokenizer"), dict):
         raise PretrainedError(f"{path} has no 'tokenizer' spec")

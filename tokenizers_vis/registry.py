@@ -1,4 +1,5 @@
-"""A tiny name -> class registry, so specs (YAML, config.json, Python dicts) never name Python classes.
+"""A tiny name -> class registry, so specs (YAML, config.json, Python dicts) never name Python
+classes.
 
 Weight files and configs only ever carry registered names; a name that is not registered is an error
 listing the known ones, never an import of whatever a file says.
@@ -40,7 +41,8 @@ class Registry:
     def build(self, spec: Mapping[str, Any], **shared: Any) -> nn.Module:
         """Build from `{"name": ..., **kwargs}`; `shared` adds arguments the parent owns.
 
-        Shared arguments (image size, token count, code dimension) live once in the parent spec, so a
+        Shared arguments (image size, token count, code dimension) live once in the parent spec, so
+        a
         spec cannot disagree with itself.
         """
         if "name" not in spec:

@@ -7,7 +7,8 @@
       -> decoder    images (b 3 h w)
 
 The constructor's keyword arguments are the spec: the same dict lives in presets, YAML configs and a
-pretrained `config.json`. Shared sizes (image size, K, code dimension) are set once here and handed to
+pretrained `config.json`. Shared sizes (image size, K, code dimension) are set once here and handed
+to
 the components, so a spec cannot disagree with itself.
 """
 
@@ -139,7 +140,8 @@ class Tokenizer(nn.Module):
     def encode(self, images: Tensor, num_tokens: int | Tensor | None = None) -> Tokens:
         """images (b 3 h w) in [-1, 1] -> Tokens with ids (b k g).
 
-        `num_tokens`: an int k in 1..K for every image, a (b,) tensor of per-image k (ids are padded to
+        `num_tokens`: an int k in 1..K for every image, a (b,) tensor of per-image k (ids are padded
+        to
         the longest and `lengths` says which are valid), or None for all K.
         """
         self._check_images(images)
@@ -171,7 +173,9 @@ class Tokenizer(nn.Module):
             raise ValueError(f"can decode 1..{self.max_tokens} tokens, got {n}")
         self.quantizer.check_ids(ids)
         lengths = tokens.lengths
-        lengths = torch.full((b,), n, device=ids.device) if lengths is None else lengths.to(ids.device)
+        lengths = (
+            torch.full((b,), n, device=ids.device) if lengths is None else lengths.to(ids.device)
+        )
         padded = torch.zeros(b, self.max_tokens, ids.shape[2], dtype=torch.int64, device=ids.device)
         padded[:, :n] = ids
         codes = self.quantizer.ids_to_codes(padded)  # (b K d)
@@ -195,7 +199,9 @@ class Tokenizer(nn.Module):
     def _check_images(self, images: Tensor) -> None:
         expected = (3, self.image_size, self.image_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise ValueError(f"images must be (b, {', '.join(map(str, expected))}), got {tuple(images.shape)}")
+            raise ValueError(
+                f"images must be (b, {', '.join(map(str, expected))}), got {tuple(images.shape)}"
+            )
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device

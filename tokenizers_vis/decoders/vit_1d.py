@@ -1,6 +1,7 @@
 """Deterministic 1D-token ViT decoder.
 
-Paper: Yu et al., TiTok (2024): the decoder concatenates a grid of mask tokens (one per output patch)
+Paper: Yu et al., TiTok (2024): the decoder concatenates a grid of mask tokens (one per output
+patch)
 with the latent tokens, runs a ViT and reads pixels off the patch positions.
 
 Changes: pixels come straight from a linear head per patch (TiTok's stage-2 decodes to VQGAN codes
@@ -44,7 +45,9 @@ class ViT1DDecoder(nn.Module):
     ) -> None:
         super().__init__()
         if image_size % patch_size:
-            raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+            raise ValueError(
+                f"image_size {image_size} is not a multiple of patch_size {patch_size}"
+            )
         self.grid = image_size // patch_size
         self.patch_size = patch_size
         self.token_in = nn.Linear(in_dim, width)
@@ -81,7 +84,9 @@ class ViT1DDecoder(nn.Module):
         queries = repeat(self.patch_queries, "1 p w -> b p w", b=b)  # (b p w)
         attn_mask = None
         if key_mask is not None:
-            keys = torch.cat([torch.ones_like(key_mask[:, :1]).expand(b, queries.shape[1]), key_mask], 1)
+            keys = torch.cat(
+                [torch.ones_like(key_mask[:, :1]).expand(b, queries.shape[1]), key_mask], 1
+            )
             attn_mask = rearrange(keys, "b l -> b 1 1 l")  # (b 1 1 p+n): every query, same keys
         x = self.transformer(torch.cat([queries, latents], dim=1), attn_mask)  # (b p+n w)
         pixels = self.to_pixels(x[:, : queries.shape[1]])  # (b p (ph pw c))

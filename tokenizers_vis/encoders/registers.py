@@ -1,6 +1,7 @@
 """FlexTok-style register encoder.
 
-Paper: Bachmann et al., "FlexTok: Resampling Images into 1D Token Sequences of Flexible Length" (2025).
+Paper: Bachmann et al., "FlexTok: Resampling Images into 1D Token Sequences of Flexible Length"
+(2025).
 FlexTok appends register tokens to the patch sequence and gives the registers a causal mask, so the
 register sequence is ordered coarse to fine by construction. That is the TiTok encoder with a
 different attention mask, so this is a preset of `ViT1DEncoder`, not a copy of it.
@@ -16,6 +17,6 @@ from tokenizers_vis.registry import ENCODERS
 
 @ENCODERS.register("registers")
 def register_encoder(**kwargs: Any) -> ViT1DEncoder:
-    """`ViT1DEncoder` with causal attention over the registers (override `latent_attention` to ablate)."""
+    """`ViT1DEncoder` with causal register attention (set `latent_attention` to ablate)."""
     kwargs.setdefault("latent_attention", "causal")
     return ViT1DEncoder(**kwargs)

@@ -2,7 +2,8 @@
 
 - `nested_dropout` (FlexTok; Rippel et al., "Learning Ordered Representations with Nested Dropout",
   2014): the tail after k tokens is replaced with a learned mask token; the decoder always sees K.
-- `tail_drop` (One-D-Piece, Miwa et al., 2025): the tail is truncated; the decoder never attends to it.
+- `tail_drop` (One-D-Piece, Miwa et al., 2025): the tail is truncated; the decoder never attends to
+it.
 
 k is sampled per sample during training, and given by the caller at inference (any k in 1..K, mixed
 lengths in one batch).
@@ -28,8 +29,10 @@ class NestedDropout(nn.Module):
     Args:
         max_tokens: K; set by the tokenizer.
         dim: code dimension; set by the tokenizer.
-        sampling: training distribution of k: `uniform` over 1..K, `pow2` uniform over {1, 2, 4, .., K}
-            (FlexTok), or `uniform_pow2`, an even mix of the two (dense k, but short prefixes get the
+        sampling: training distribution of k: `uniform` over 1..K, `pow2` uniform over {1, 2, 4, ..,
+        K}
+            (FlexTok), or `uniform_pow2`, an even mix of the two (dense k, but short prefixes get
+            the
             extra weight they need to become good).
         drop_prob: fraction of training samples that get a sampled k; the rest keep all K tokens.
         min_tokens: smallest k sampled in training.

@@ -50,9 +50,13 @@ class ViT1DEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if image_size % patch_size:
-            raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+            raise ValueError(
+                f"image_size {image_size} is not a multiple of patch_size {patch_size}"
+            )
         if latent_attention not in ("full", "causal"):
-            raise ValueError(f"latent_attention must be 'full' or 'causal', got {latent_attention!r}")
+            raise ValueError(
+                f"latent_attention must be 'full' or 'causal', got {latent_attention!r}"
+            )
         self.patch_embed = PatchEmbed(image_size, patch_size, 3, width)
         num_patches = self.patch_embed.num_patches
         self.patch_positions = learned_positions(num_patches, width)
@@ -73,7 +77,10 @@ class ViT1DEncoder(nn.Module):
 
 
 def attention_mask(num_patches: int, num_tokens: int) -> Tensor:
-    """(p+n p+n) bool, True = may attend: patches see patches; latent i sees patches and latents <= i."""
+    """(p+n p+n) bool, True = may attend: patches see patches; latent i: patches, latents <= i.
+
+    (Patches never see latents, so latents cannot leak into one another through the patches.)
+    """
     size = num_patches + num_tokens
     mask = torch.zeros(size, size, dtype=torch.bool)
     mask[:, :num_patches] = True

@@ -19,7 +19,8 @@ class QuantizerOutput:
     Attributes:
         codes: (b n d) quantized latents with straight-through gradients to the inputs.
         ids: (b n g) int64 code indices, one per sub-codebook.
-        losses: unweighted named loss terms ("quantizer/commit", ...); the training system weighs them.
+        losses: unweighted named loss terms ("quantizer/commit", ...); the training system weighs
+        them.
         stats: detached scalars worth logging ("quantizer/dead_codes", ...).
     """
 
@@ -30,7 +31,7 @@ class QuantizerOutput:
 
 
 class Quantizer(nn.Module):
-    """Base class: subclasses set `dim` and `vocab_sizes` and implement `forward` / `ids_to_codes`."""
+    """Base class: subclasses set `dim`, `vocab_sizes` and implement `forward`, `ids_to_codes`."""
 
     dim: int
     vocab_sizes: tuple[int, ...]

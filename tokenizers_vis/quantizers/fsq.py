@@ -1,9 +1,11 @@
 """Finite Scalar Quantization.
 
-Paper: Mentzer et al., "Finite Scalar Quantization: VQ-VAE Made Simple", ICLR 2024 (arXiv:2309.15505).
+Paper: Mentzer et al., "Finite Scalar Quantization: VQ-VAE Made Simple", ICLR 2024
+(arXiv:2309.15505).
 FlexTok uses levels [8, 8, 8, 5, 5, 5] (64,000 codes).
 
-Changes from the reference: all bounding, rounding and index arithmetic run in fp32 with autocast off.
+Changes from the reference: all bounding, rounding and index arithmetic run in fp32 with autocast
+off.
 Popular implementations round in the autocast dtype, where bf16's 8-bit mantissa cannot hold
 `level - 1 + offset` exactly for levels >= 8, so codes and ids silently disagree under bf16.
 """
@@ -46,7 +48,7 @@ class FSQ(Quantizer):
         self.register_buffer("_basis", basis, persistent=False)
 
     def bound(self, z: Tensor) -> Tensor:
-        """(b n d) -> (b n d) in (-(L-1)/2, (L-1)/2) per channel, shifted so rounding hits L values."""
+        """(b n d) -> (b n d) within +-(L-1)/2 per channel, shifted so rounding hits L values."""
         half_l = (self._levels - 1) * (1 + self.eps) / 2
         offset = torch.where(self._levels % 2 == 0, 0.5, 0.0)
         shift = torch.atanh(offset / half_l)

@@ -2,7 +2,8 @@
 
 Papers: van den Oord et al., "Neural Discrete Representation Learning" (VQ-VAE, 2017); Yu et al.,
 "Vector-quantized Image Modeling with Improved VQGAN" (ViT-VQGAN, 2022) for the factorized,
-L2-normalised codes that TiTok adopts (4096 x 12); Razavi et al. (VQ-VAE-2) for EMA codebook updates.
+L2-normalised codes that TiTok adopts (4096 x 12); Razavi et al. (VQ-VAE-2) for EMA codebook
+updates.
 
 Changes from the references: the nearest-code search, losses and EMA statistics run in fp32 even
 under autocast; EMA counts are all-reduced across processes so DDP ranks keep one codebook; dead
@@ -33,7 +34,8 @@ class VectorQuantizer(Quantizer):
     Args:
         codebook_size: number of codes.
         dim: code dimension (the encoder projects to it).
-        normalize: L2-normalise latents and codes, i.e. cosine-similarity lookup (TiTok / ViT-VQGAN).
+        normalize: L2-normalise latents and codes, i.e. cosine-similarity lookup (TiTok /
+        ViT-VQGAN).
         ema_decay: if set, codes follow an EMA of their assigned latents instead of a codebook loss.
         dead_code_threshold: EMA usage below which a code is restarted (EMA mode only; 0 disables).
     """
