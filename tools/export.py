@@ -41,7 +41,12 @@ def export(ckpt: str | Path, out_dir: str | Path, weights: str = "ema") -> Path:
         weights: "ema" (averaged weights, when the run used EMA) or "raw" (the optimizer's weights).
     """
     # weights_only=True: a checkpoint is data; nothing in it gets to run code here.
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unreadable / foreign / malicious file is a user error here
+        raise ValueError(f"{ckpt} is not a readable Lightning checkpoint ({err!s:.200})") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{ckpt} is not a Lightning checkpoint (no state_dict)")
     hparams = checkpoint.get("hyper_parameters", {})
     spec = hparams.get("tokenizer")
     if spec is None:

@@ -11,7 +11,7 @@ lengths in one batch).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from einops import rearrange
@@ -90,8 +90,13 @@ class NestedDropout(nn.Module):
 class TailDrop(NestedDropout):
     """One-D-Piece: the tail is cut out of the decoder's attention instead of masked.
 
-    The mask token is kept (and stays unused) so both variants share one parameter layout.
+    The mask token is kept so both variants share one parameter layout, but frozen: an unused
+    trainable parameter makes DDP fail on unused-parameter detection.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.mask_token.requires_grad_(False)
 
     def forward(self, codes: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
         keep = self.visible(lengths, codes.shape[1])  # (b n)

@@ -1,0 +1,239 @@
+"""TokenizerSystem: the LightningModule that trains a `Tokenizer`.
+
+The system owns everything that is about training rather than the model: loss weights, the
+discriminator, optimizers and schedules, and validation at several prefix lengths. Components return
+unweighted named terms; the weights live here, once.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from tokenizers_vis.losses.adversarial import (
+    PatchDiscriminator,
+    adaptive_weight,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+)
+from tokenizers_vis.presets import preset_spec
+from tokenizers_vis.tokenizer import Tokenizer
+
+
+def adamw(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """Default optimizer: AdamW with the betas ViT tokenizers train with."""
+    return torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.95), weight_decay=1e-4)
+
+
+def adamw_discriminator(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-4, betas=(0.5, 0.9), weight_decay=1e-4)
+
+
+class TokenizerSystem(L.LightningModule):
+    """Train a tokenizer with reconstruction, perceptual, quantizer and (optionally) GAN losses.
+
+    Args:
+        tokenizer: a preset name or a full tokenizer spec (`Tokenizer(**spec)`).
+        optimizer: factory for the tokenizer's optimizer (LightningCLI fills it from YAML).
+        disc_optimizer: factory for the discriminator's optimizer.
+        warmup_steps: linear learning-rate warm-up.
+        lr_decay: "cosine" to `min_lr_ratio` at `trainer.max_steps`, or "constant".
+        min_lr_ratio: final learning rate as a fraction of the peak.
+        l1_weight, l2_weight: pixel reconstruction weights.
+        perceptual_weight: weight of the offline Inception perceptual distance (0 disables it).
+        quantizer_weight: weight of every "quantizer/*" term (commitment, codebook).
+        gan_weight: hinge-GAN generator weight (0 disables the discriminator).
+        gan_start_step: generator step at which the discriminator switches on.
+        gan_adaptive: scale the GAN term by VQGAN's adaptive gradient-norm ratio.
+        disc_channels, disc_layers: PatchGAN shape.
+        grad_clip: max gradient norm for both optimizers (0 disables).
+        eval_tokens: prefix lengths k validated and shown in image grids (default 1, 2, 4, .., K).
+
+    With a discriminator under DDP use `strategy: ddp_find_unused_parameters_true`: the generator
+    and discriminator steps each leave the other's parameters without gradients.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str | dict[str, Any] = "tiny_cpu_fsq",
+        optimizer: OptimizerCallable = adamw,
+        disc_optimizer: OptimizerCallable = adamw_discriminator,
+        warmup_steps: int = 100,
+        lr_decay: str = "cosine",
+        min_lr_ratio: float = 0.1,
+        l1_weight: float = 1.0,
+        l2_weight: float = 1.0,
+        perceptual_weight: float = 0.0,
+        quantizer_weight: float = 0.25,
+        gan_weight: float = 0.0,
+        gan_start_step: int = 0,
+        gan_adaptive: bool = True,
+        disc_channels: int = 64,
+        disc_layers: int = 3,
+        grad_clip: float = 1.0,
+        eval_tokens: list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if lr_decay not in ("cosine", "constant"):
+            raise ValueError(f"lr_decay must be 'cosine' or 'constant', got {lr_decay!r}")
+        self.save_hyperparameters(ignore=["optimizer", "disc_optimizer"])
+        spec = preset_spec(tokenizer) if isinstance(tokenizer, str) else tokenizer
+        self.tokenizer = Tokenizer(**spec)
+        self.optimizer_factory = optimizer
+        self.disc_optimizer_factory = disc_optimizer
+        self.discriminator = (
+            PatchDiscriminator(disc_channels, disc_layers) if gan_weight > 0 else None
+        )
+        k_max = self.tokenizer.max_tokens
+        default_k = sorted({2**i for i in range(k_max.bit_length()) if 2**i <= k_max} | {k_max})
+        self.eval_tokens = [k for k in (eval_tokens or default_k) if 1 <= k <= k_max]
+        # Frozen, large and reloadable from its own weights file: kept out of state_dict and EMA.
+        self._perceptual: list[nn.Module] = []
+        self.automatic_optimization = False  # two optimizers (tokenizer, discriminator)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TokenizerSystem:
+        """Copy the module (EMAWeightAveraging does) but share the optimizer factories.
+
+        LightningCLI's optimizer callables hold the whole CLI (trainer, data module and, under DDP,
+        the process group, which cannot be copied), and the frozen perceptual network is large.
+        """
+        for shared in (self.optimizer_factory, self.disc_optimizer_factory, self._perceptual):
+            memo[id(shared)] = shared
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__setstate__(copy.deepcopy(self.__getstate__(), memo))  # __getstate__ drops trainer
+        return new
+
+    # ----------------------------------------------------------------------------------- losses
+    def perceptual(self) -> nn.Module:
+        if not self._perceptual:
+            from tokenizers_vis.losses.perceptual import PerceptualDistance
+
+            self._perceptual.append(PerceptualDistance().eval().requires_grad_(False))
+        module = self._perceptual[0]
+        return module.to(self.device)
+
+    def reconstruction_terms(self, recon: Tensor, images: Tensor) -> dict[str, Tensor]:
+        """Unweighted named reconstruction terms, computed in fp32."""
+        recon, images = recon.float(), images.float()
+        terms = {"recon/l1": F.l1_loss(recon, images), "recon/l2": F.mse_loss(recon, images)}
+        if self.hparams.perceptual_weight > 0:
+            terms["recon/perceptual"] = self.perceptual()(recon, images).mean()
+        return terms
+
+    def weighted(self, terms: dict[str, Tensor]) -> Tensor:
+        h = self.hparams
+        weights = {
+            "recon/l1": h.l1_weight,
+            "recon/l2": h.l2_weight,
+            "recon/perceptual": h.perceptual_weight,
+        }
+        total = torch.zeros((), device=self.device)
+        for name, value in terms.items():
+            weight = h.quantizer_weight if name.startswith("quantizer/") else weights.get(name, 1.0)
+            total = total + weight * value
+        return total
+
+    def gan_active(self) -> bool:
+        return (
+            self.discriminator is not None and self.generator_steps() >= self.hparams.gan_start_step
+        )
+
+    def generator_steps(self) -> int:
+        # Lightning counts every optimizer step; the discriminator steps once per generator step.
+        return self.global_step // (2 if self.discriminator is not None else 1)
+
+    # --------------------------------------------------------------------------------- training
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images = batch[0]
+        optimizers = self.optimizers()
+        opt_g = optimizers[0] if isinstance(optimizers, list) else optimizers
+        out = self.tokenizer(images)
+        terms = {**self.reconstruction_terms(out.images, images), **out.losses}
+        loss = self.weighted(terms)
+        if self.gan_active():
+            gan = hinge_generator_loss(self.discriminator(out.images))
+            scale = torch.ones((), device=self.device)
+            if self.hparams.gan_adaptive:
+                scale = adaptive_weight(loss, gan, self.tokenizer.decoder.last_layer)
+            terms["gan/generator"] = gan
+            self.log("train/gan_scale", scale)
+            loss = loss + self.hparams.gan_weight * scale * gan
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self._clip(opt_g)
+        opt_g.step()
+        self.lr_schedulers().step()
+        if self.discriminator is not None:
+            self._discriminator_step(optimizers[1], images, out.images.detach())
+        self.log("train/loss", loss.detach(), prog_bar=True)
+        self.log_dict({f"train/{k}": v.detach().float() for k, v in {**terms, **out.stats}.items()})
+        self.log("train/tokens_mean", out.lengths.float().mean())
+        return loss.detach()
+
+    def _discriminator_step(self, opt_d: Any, real: Tensor, fake: Tensor) -> None:
+        # Stepping before the GAN starts keeps Lightning's step count uniform (the loss is 0 then).
+        active = float(self.gan_active())
+        d_loss = active * hinge_discriminator_loss(
+            self.discriminator(real), self.discriminator(fake)
+        )
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        self._clip(opt_d)
+        opt_d.step()
+        self.log("train/gan/discriminator", d_loss.detach())
+
+    def _clip(self, optimizer: Any) -> None:
+        if self.hparams.grad_clip > 0:
+            self.clip_gradients(optimizer, self.hparams.grad_clip, "norm")
+
+    # ------------------------------------------------------------------------------- validation
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Log PSNR at every k of `eval_tokens`; return the batch's ids (b K g) for callbacks."""
+        images = batch[0]
+        ids = None
+        for k in self.eval_tokens:
+            out = self.tokenizer(images, num_tokens=k)
+            recon = out.images.float().clamp(-1, 1)
+            mse = ((recon - images.float()) / 2).pow(2).flatten(1).mean(1)  # (b,) on [0, 1] scale
+            psnr = (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean()
+            self.log(f"val/psnr@{k}", psnr, sync_dist=True, batch_size=images.shape[0])
+            ids = out.ids  # all K ids whatever k is: the encoder always runs in full
+            if k == self.tokenizer.max_tokens:
+                terms = self.reconstruction_terms(out.images, images)
+                self.log(
+                    "val/loss",
+                    self.weighted(terms),
+                    prog_bar=True,
+                    sync_dist=True,
+                    batch_size=images.shape[0],
+                )
+        return {"ids": ids}
+
+    # ------------------------------------------------------------------------------- optimizers
+    def configure_optimizers(self) -> Any:
+        opt_g = self.optimizer_factory(self.tokenizer.parameters())
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt_g, self._lr_factor)
+        if self.discriminator is None:
+            return [opt_g], [schedule]
+        opt_d = self.disc_optimizer_factory(self.discriminator.parameters())
+        return [opt_g, opt_d], [schedule]
+
+    def _lr_factor(self, step: int) -> float:
+        h = self.hparams
+        if step < h.warmup_steps:
+            return (step + 1) / h.warmup_steps
+        # `step` counts scheduler steps, one per generator step; max_steps counts both optimizers.
+        total = max(0, self.trainer.max_steps) // (2 if self.discriminator is not None else 1)
+        if h.lr_decay == "constant" or total <= h.warmup_steps:
+            return 1.0
+        progress = min(1.0, (step - h.warmup_steps) / (total - h.warmup_steps))
+        return h.min_lr_ratio + (1 - h.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
