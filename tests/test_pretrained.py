@@ -1,0 +1,66 @@
+"""The shipped default tokenizer: loads from the package; longer prefixes decode better."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+import tokenizers_vis as tv
+from tokenizers_vis.data import build_dataset
+from tokenizers_vis.metrics import psnr
+
+
+def test_shipped_model_is_listed_and_loads() -> None:
+    assert "emoji32" in tv.list_pretrained()
+    tok = tv.Tokenizer.from_pretrained("emoji32")
+    assert (tok.image_size, tok.max_tokens, tok.vocab_sizes) == (32, 64, (4096,))
+    assert not tok.training
+
+
+@torch.no_grad()
+def test_prefix_psnr_rises_monotonically_with_k_on_held_out_emoji() -> None:
+    tok = tv.Tokenizer.from_pretrained("emoji32")
+    data = build_dataset("emoji", split="test", size=32)
+    images = torch.stack([data[i][0] for i in range(len(data))])  # all 179 held-out images
+    scores = []
+    for k in (1, 2, 4, 8, 16, 32, 64):
+        recon = tok.decode(tok.encode(images, num_tokens=k))
+        scores.append(psnr(recon, images).mean().item())
+    assert all(b > a for a, b in zip(scores, scores[1:], strict=False)), scores
+    assert scores[-1] > 15.0, scores  # far above the ~8 dB of an untrained decoder
+
+
+def test_mixed_lengths_match_single_lengths_on_shipped_model() -> None:
+    tok = tv.Tokenizer.from_pretrained("emoji32")
+    data = build_dataset("emoji", split="test", size=32)
+    images = torch.stack([data[i][0] for i in range(4)])
+    lengths = torch.tensor([1, 7, 33, 64])
+    together = tok.decode(tok.encode(images, num_tokens=lengths))
+    for i, k in enumerate(lengths.tolist()):
+        alone = tok.decode(tok.encode(images[i : i + 1], num_tokens=k))
+        torch.testing.assert_close(together[i : i + 1], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch) -> None:
+    """The README's Python block is documentation users paste; it must keep working."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert blocks, "README has no python example"
+    monkeypatch.chdir(tmp_path)  # the example writes `my_tok/`
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+    assert (tmp_path / "my_tok" / "model.safetensors").is_file()
+
+
+def test_demo_runs_end_to_end_without_fid(tmp_path) -> None:
+    from tools import demo
+
+    out = tmp_path / "demo"
+    assert demo.main(["--out", str(out), "--num-images", "24"]) == 0
+    summary = (out / "SUMMARY.md").read_text()
+    assert "| 64 |" in summary and "PSNR" in summary
+    for name in ("emoji_contact_sheet.png", "photos_contact_sheet.png", "reconstructions.png"):
+        assert (out / name).stat().st_size > 1000
+    assert (out / "eval" / "report.json").is_file()
