@@ -10,7 +10,6 @@ import csv
 import json
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -29,13 +28,7 @@ KS = [1, 2, 4, 8]  # default eval_tokens of the tiny preset (K = 8)
 STEPS = 30
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: as fast for tiny models, and far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fit(root: Path, overrides: str = "") -> Path:
