@@ -18,7 +18,7 @@ def distance(tmp_path_factory):
         try:
             return perc.PerceptualDistance(extractor=inc.load_tf_inception())
         except FileNotFoundError as err:
-            pytest.skip(str(err))
+            pytest.fail(f"offline Inception weights missing (run tools/setup.sh): {err}")
 
 
 def _smooth(n: int, size: int, seed: int) -> torch.Tensor:
