@@ -24,6 +24,7 @@ from tokenizers_vis.losses.adversarial import (
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
+from tokenizers_vis.metrics.reconstruction import psnr
 from tokenizers_vis.presets import preset_spec
 from tokenizers_vis.tokenizer import Tokenizer
 
@@ -202,10 +203,9 @@ class TokenizerSystem(L.LightningModule):
         ids = None
         for k in self.eval_tokens:
             out = self.tokenizer(images, num_tokens=k)
-            recon = out.images.float().clamp(-1, 1)
-            mse = ((recon - images.float()) / 2).pow(2).flatten(1).mean(1)  # (b,) on [0, 1] scale
-            psnr = (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean()
-            self.log(f"val/psnr@{k}", psnr, sync_dist=True, batch_size=images.shape[0])
+            # Capped so one perfect reconstruction (inf dB) cannot swamp the batch mean.
+            value = psnr(out.images.float(), images.float()).clamp(max=100.0).mean()
+            self.log(f"val/psnr@{k}", value, sync_dist=True, batch_size=images.shape[0])
             ids = out.ids  # all K ids whatever k is: the encoder always runs in full
             if k == self.tokenizer.max_tokens:
                 terms = self.reconstruction_terms(out.images, images)
