@@ -7,6 +7,7 @@ import torch
 
 from tokenizers_vis.data.datamodule import ImageDataModule
 from tokenizers_vis.data.emoji import EMOJI_FONT, EmojiDataset
+from tokenizers_vis.data.resumable import ResumableSampler
 from tokenizers_vis.data.shards import pack_dataset
 
 needs_font = pytest.mark.skipif(not EMOJI_FONT.is_file(), reason="fonts-noto-color-emoji missing")
@@ -83,7 +84,8 @@ def test_batches_from_map_style_emoji(cache_dir):
     )
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert isinstance(loader.sampler, torch.utils.data.RandomSampler)  # Lightning makes it DDP
+    assert isinstance(loader.sampler, ResumableSampler)  # rank-aware itself; Lightning keeps it
+    assert loader.sampler.shuffle and loader.sampler.num_replicas == 1  # no trainer attached
     assert loader.drop_last
     _check_batch(next(iter(loader)), 32)
     val = dm.val_dataloader()

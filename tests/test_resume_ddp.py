@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -98,6 +99,28 @@ class Park(L.Callback):
             time.sleep(600)
 
 
+class BatchLog(L.Callback):
+    """A digest of every training batch by global step, written to `<root>/batches.json` when
+    training ends (the killed run never gets there). Loaded with
+    `--trainer.callbacks+=test_resume_ddp.BatchLog`.
+    """
+
+    def __init__(self) -> None:
+        self.digests: dict[int, str] = {}
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: Any, batch: Any, *args: Any
+    ) -> None:
+        self.digests[trainer.global_step] = digest(batch[0])
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        (Path(trainer.default_root_dir) / "batches.json").write_text(json.dumps(self.digests))
+
+
+def batches(root: Path) -> dict[int, str]:
+    return {int(step): d for step, d in json.loads((root / "batches.json").read_text()).items()}
+
+
 def test_kill_and_resume_continues_the_run(tmp_path: Path) -> None:
     root = tmp_path / "run"
     proc = spawn(root, f"{RUN} --trainer.callbacks+=test_resume_ddp.Park")
@@ -114,7 +137,13 @@ def test_kill_and_resume_continues_the_run(tmp_path: Path) -> None:
     assert killed["lr_schedulers"][0]["last_epoch"] == step
 
     # Resume the way a user would: same directory, `--ckpt_path last` (a new logger version).
-    fit_in_process(root, f"{RUN} --ckpt_path last")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_in_process(
+            root, f"{RUN} --ckpt_path last --trainer.callbacks+=test_resume_ddp.BatchLog"
+        )
+    # The train loader is resumable, so Lightning's "resuming mid-epoch" warning is gone.
+    assert not [w for w in caught if "not resumable" in str(w.message)]
     resumed_run = root / "logs" / "version_1"
     final = load(ckpt_path)
     assert final["global_step"] == STEPS
@@ -126,13 +155,19 @@ def test_kill_and_resume_continues_the_run(tmp_path: Path) -> None:
     assert sorted(resumed) == list(range(step, STEPS))  # step numbering continues
 
     # The same run without the kill.
-    fit_in_process(tmp_path / "straight", RUN)
+    fit_in_process(tmp_path / "straight", f"{RUN} --trainer.callbacks+=test_resume_ddp.BatchLog")
     straight_run = tmp_path / "straight" / "logs" / "version_0"
     straight = losses(straight_run)
     assert load(tmp_path / "straight" / "checkpoints" / "last.ckpt")["global_step"] == STEPS
     assert sorted(straight) == list(range(STEPS))
-    # Not bit-identical: a plain DataLoader restarts its epoch on resume and the global RNG (token
-    # drop) is not checkpointed. But the resumed model is the trained one, not a fresh one.
+    # The data continues mid-epoch: from its first step on, the resumed run trains on exactly the
+    # batches the uninterrupted run trained on at those steps.
+    resumed_batches, straight_batches = batches(root), batches(tmp_path / "straight")
+    assert sorted(resumed_batches) == list(range(step, STEPS))
+    assert resumed_batches == {s: straight_batches[s] for s in range(step, STEPS)}
+    assert len(set(straight_batches.values())) == STEPS  # (a new batch every step)
+    # Losses are not bit-identical: the global RNG (token drop) is not checkpointed. But the
+    # resumed model is the trained one, not a fresh one.
     first = [resumed[s] for s in range(step, step + 5)]
     same_steps = [straight[s] for s in range(step, step + 5)]
     fresh = [straight[s] for s in range(5)]

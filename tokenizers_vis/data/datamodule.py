@@ -4,8 +4,17 @@ Batches are `(images (b, 3, s, s) float32 in [-1, 1], labels (b,) int64)` whatev
 - shard specs (`shards:...`) stream with WebDataset: train resamples shards (a distinct,
   seeded stream per rank and worker) through a shuffle buffer, `train_samples_per_epoch`
   long; val/test read every sample once, split by node and then by worker.
-- other specs wrap the map-style datasets in a plain DataLoader; under DDP Lightning swaps
-  in a DistributedSampler (shuffle kept for train), so nothing here is rank-aware.
+- other specs are map-style datasets. Train draws them through a `ResumableSampler`: a
+  shuffle seeded per epoch, sliced per rank like torch's DistributedSampler (the rank and
+  replica count come from `trainer.distributed_sampler_kwargs`; being a DistributedSampler,
+  Lightning keeps it instead of swapping in its own). Val/test read in order; under DDP
+  Lightning gives them a DistributedSampler.
+
+The train loader is a `ResumableLoader`, so `--ckpt_path` resumes mid-epoch: map-style data
+continues with exactly the batch the uninterrupted run would have drawn next, shard streams
+are re-seeded (see `tokenizers_vis.data.resumable`). Augmentation is not restored: each
+worker's generator (`WorkerGenerator`) starts again from its seed, so a resumed run
+augments reproducibly but not as the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tokenizers_vis.data.build import build_dataset, parse_spec
+from tokenizers_vis.data.resumable import ResumableLoader, ResumableSampler
 from tokenizers_vis.data.shards import ShardDataset
 
 __all__ = ["ImageDataModule"]
@@ -77,8 +87,14 @@ class ImageDataModule(L.LightningDataModule):
         self.datasets: dict[str, Any] = {}
 
     def _world(self) -> int:
-        trainer = getattr(self, "_trainer", None)
-        return max(1, trainer.world_size) if trainer is not None else 1
+        return max(1, self.trainer.world_size) if self.trainer is not None else 1
+
+    def _replicas(self) -> dict[str, int]:
+        """num_replicas and rank of this process among the data-parallel ones."""
+        kwargs = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
+        if not kwargs:
+            return {"num_replicas": 1, "rank": 0}
+        return {"num_replicas": int(kwargs["num_replicas"]), "rank": int(kwargs["rank"])}
 
     def _is_shards(self, spec: str | dict) -> bool:
         return parse_spec(spec)[0] == "shards"
@@ -112,32 +128,40 @@ class ImageDataModule(L.LightningDataModule):
         if stage in (None, "test") and "test" not in self.datasets:
             self.datasets["test"] = self._build(self.val_data, "test")
 
-    def _loader(self, name: str, train: bool) -> DataLoader:
-        if name not in self.datasets:
-            self.setup()
-        ds = self.datasets[name]
-        iterable = isinstance(ds, torch.utils.data.IterableDataset)
-        return DataLoader(
-            ds,
-            batch_size=self.batch_size,
-            shuffle=train and not iterable,
-            drop_last=train and self.drop_last,
-            num_workers=self.num_workers,
+    def _dataset(self, name: str) -> Any:
+        if name not in self.datasets:  # called without Lightning: build only what is asked for
+            self.setup({"train": "fit", "val": "validate", "test": "test"}[name])
+        return self.datasets[name]
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
             # Persistent workers keep each shard stream's pass counter (fresh orders per epoch)
             # and skip re-forking every epoch.
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
-            generator=torch.Generator().manual_seed(self.seed) if train and not iterable else None,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": self.pin_memory,
+        }
+
+    def train_dataloader(self) -> ResumableLoader:
+        ds = self._dataset("train")
+        sampler = None
+        if not isinstance(ds, torch.utils.data.IterableDataset):
+            sampler = ResumableSampler(ds, shuffle=True, seed=self.seed, **self._replicas())
+        return ResumableLoader(
+            ds,
+            sampler=sampler,
+            drop_last=self.drop_last,
+            # Only seeds the workers' base seed now: the sampler draws the order itself.
+            generator=torch.Generator().manual_seed(self.seed) if sampler is not None else None,
+            **self._loader_kwargs(),
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
+        return DataLoader(self._dataset("val"), shuffle=False, **self._loader_kwargs())
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        return DataLoader(self._dataset("test"), shuffle=False, **self._loader_kwargs())
 
     @property
     def class_names(self) -> list[str]:

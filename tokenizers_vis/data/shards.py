@@ -12,7 +12,8 @@ carries on.
 `ShardDataset` reads shards back as `(image (3, s, s) float in [-1, 1], label)`. Training
 streams are `resampled` (each rank and worker draws shards with its own seed, the WebDataset
 recipe for DDP: no rank runs dry and no split is needed) and shuffled through a buffer;
-evaluation streams are read once, split by node and then by worker.
+evaluation streams are read once, split by node and then by worker. A resumed training run
+re-seeds its stream (`ShardDataset.resume`); it cannot pick up the exact interrupted one.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import json
 import os
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -308,6 +310,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
     Yields `(image (3, s, s) float32 in [-1, 1], label int)`. `class_names` and `count`
     come from the `{split}.json` written beside the shards (count is None if unknown).
+    `resume` (called by `ResumableLoader` from a checkpoint) re-seeds a resampled stream.
     """
 
     def __init__(
@@ -328,26 +331,62 @@ class ShardDataset(torch.utils.data.IterableDataset):
         self.shuffle_buffer, self.seed, self.epoch_samples = shuffle_buffer, seed, epoch_samples
         self._rng = WorkerGenerator(seed)
         self._pipe: wds.DataPipeline | None = None
+        self.resume_key = 0  # 0: a fresh run; else mixed into every seed of the stream
+        self.first_pass: list[int] | None = None  # per worker: samples of the epoch already seen
 
-    def _samples(self) -> wds.DataPipeline:
+    def resume(self, key: int, consumed: list[int] | None = None) -> None:
+        """Continue a resampled stream after a checkpoint with a new stream seeded by `key`.
+
+        WebDataset keeps no position in a resampled stream (shard draws, tar offsets and
+        shuffle buffers of every worker), and replaying one would re-read every sample consumed
+        so far, so a resumed run cannot see the batches the uninterrupted one would have. It
+        does get: a stream seeded by `(seed, key)`, so it does not replay the samples the run
+        started with and the same checkpoint always resumes the same way; re-seeded
+        augmentation; and an epoch that ends about where the interrupted one would have.
+
+        Args:
+            key: batches consumed since the run began (0: the fresh-run stream).
+            consumed: per data-loader worker (index 0 without workers), samples it yielded in
+                the interrupted epoch; its first pass yields only the rest of `epoch_samples`.
+                Empty or None: whole passes.
+        """
+        self.resume_key, self.first_pass = key, list(consumed or []) or None
+        self._rng = WorkerGenerator(self._stream_seed())
+        self._pipe = None  # rebuilt with the new seed
+
+    def _stream_seed(self) -> int:
+        # A fresh run keeps `seed` itself, so its stream is the one it always was.
+        return mix_seed(self.seed, "resume", self.resume_key) if self.resume_key else self.seed
+
+    def _samples(self) -> Iterable[dict]:
         # Built once per process and kept: its shard sampler and shuffler count passes, so a
         # persistent worker draws new shards and orders every epoch.
         if self._pipe is None:
             self._pipe = self._build()
-        return self._pipe
+        left, self.first_pass = self._first_pass_left(), None
+        return self._pipe if left is None else islice(self._pipe, left)
+
+    def _first_pass_left(self) -> int | None:
+        if self.first_pass is None or not self.resampled or not self.epoch_samples:
+            return None
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else info.id
+        seen = self.first_pass[worker] if worker < len(self.first_pass) else 0
+        return max(0, self.epoch_samples - seen)
 
     def _build(self) -> wds.DataPipeline:
+        seed = self._stream_seed()
         if self.resampled:
             stages = [
                 wds.ResampledShards(
-                    self.urls, seed=self.seed, worker_seed=_worker_seed, deterministic=True
+                    self.urls, seed=seed, worker_seed=_worker_seed, deterministic=True
                 )
             ]
         else:
             stages = [wds.SimpleShardList(self.urls), wds.split_by_node, wds.split_by_worker]
         stages.append(wds.tarfile_to_samples(handler=wds.warn_and_continue))
         if self.shuffle_buffer > 1:
-            stages.append(_Shuffle(self.shuffle_buffer, self.seed))
+            stages.append(_Shuffle(self.shuffle_buffer, seed))
         pipe = wds.DataPipeline(*stages)
         return (
             pipe.with_epoch(self.epoch_samples) if self.resampled and self.epoch_samples else pipe
