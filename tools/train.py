@@ -7,12 +7,17 @@ Configs compose: `configs/tokenizer/*.yaml` (model), `configs/data/*.yaml`,
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
 from tokenizers_vis.data.datamodule import ImageDataModule
 from tokenizers_vis.training.system import TokenizerSystem
+
+
+class SetupError(Exception):
+    """A run could not be set up from its configuration: the user's mistake, not a bug."""
 
 
 class VistokCLI(LightningCLI):
@@ -29,16 +34,34 @@ class VistokCLI(LightningCLI):
 
     before_validate = before_fit
 
+    def instantiate_classes(self) -> None:
+        # Unknown presets / data specs, bad component arguments and missing pretrained
+        # directories surface here; anything raised later, while training, stays a traceback.
+        try:
+            super().instantiate_classes()
+        except (KeyError, ValueError, FileNotFoundError) as err:
+            message = err.args[0] if isinstance(err, KeyError) and err.args else err
+            raise SetupError(str(message)) from err
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    VistokCLI(
-        TokenizerSystem,
-        ImageDataModule,
-        args=argv,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "vistok train"},
-    )
+    try:
+        with warnings.catch_warnings():
+            # `vistok train` is a subcommand, so sys.argv also holds "train": LightningCLI warns
+            # that args and sys.argv differ, which is intended here. sys.argv itself must stay
+            # as it is, because DDP relaunches the rank processes from it.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            VistokCLI(
+                TokenizerSystem,
+                ImageDataModule,
+                args=argv,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"prog": "vistok train"},
+            )
+    except SetupError as err:
+        print(f"vistok train: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

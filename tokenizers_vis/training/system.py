@@ -38,6 +38,31 @@ def adamw_discriminator(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=1e-4, betas=(0.5, 0.9), weight_decay=1e-4)
 
 
+# Spec keys that only change how a tokenizer trains, not which weights it has.
+TRAINING_ONLY_KEYS = {"token_drop": {"sampling", "drop_prob", "min_tokens"}}
+
+
+def architecture(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec without its training-only settings: two specs with equal architectures load each
+    other's weights."""
+    out = copy.deepcopy(spec)
+    for key, fields in TRAINING_ONLY_KEYS.items():
+        for field in fields:
+            out.get(key, {}).pop(field, None)
+    return out
+
+
+def warm_start(tokenizer: Tokenizer, init_from: str) -> None:
+    """Copy the weights of pretrained `init_from` into `tokenizer` (strict: same architecture)."""
+    pretrained = Tokenizer.from_pretrained(init_from)
+    ours, theirs = architecture(tokenizer.config), architecture(pretrained.config)
+    if ours != theirs:
+        raise ValueError(
+            f"init_from {init_from!r} has a different architecture: {theirs} vs this run's {ours}"
+        )
+    tokenizer.load_state_dict(pretrained.state_dict(), strict=True)
+
+
 class TokenizerSystem(L.LightningModule):
     """Train a tokenizer with reconstruction, perceptual, quantizer and (optionally) GAN losses.
 
@@ -57,6 +82,10 @@ class TokenizerSystem(L.LightningModule):
         disc_channels, disc_layers: PatchGAN shape.
         grad_clip: max gradient norm for both optimizers (0 disables).
         eval_tokens: prefix lengths k validated and shown in image grids (default 1, 2, 4, .., K).
+        init_from: a pretrained directory or shipped model name whose weights start this run
+            (fine-tuning, or carrying a long run across machines where the Lightning checkpoint
+            with its optimizer state cannot travel). Its architecture must equal `tokenizer`'s;
+            training-only settings (token drop sampling) may differ.
 
     With a discriminator under DDP use `strategy: ddp_find_unused_parameters_true`: the generator
     and discriminator steps each leave the other's parameters without gradients.
@@ -81,6 +110,7 @@ class TokenizerSystem(L.LightningModule):
         disc_layers: int = 3,
         grad_clip: float = 1.0,
         eval_tokens: list[int] | None = None,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         if lr_decay not in ("cosine", "constant"):
@@ -88,6 +118,8 @@ class TokenizerSystem(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "disc_optimizer"])
         spec = preset_spec(tokenizer) if isinstance(tokenizer, str) else tokenizer
         self.tokenizer = Tokenizer(**spec)
+        if init_from:
+            warm_start(self.tokenizer, init_from)
         self.optimizer_factory = optimizer
         self.disc_optimizer_factory = disc_optimizer
         self.discriminator = (
