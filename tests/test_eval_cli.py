@@ -132,6 +132,20 @@ def test_tokenizer_without_codecs(model_dir, tmp_path, capsys):
     assert all((out / name).is_file() for name in PNGS)
 
 
+def test_refined_tokens_are_labelled_and_score_no_worse(model_dir, tmp_path, capsys):
+    reports = {}
+    for name, extra in (("plain", []), ("refined", ["--refine-steps", "3"])):
+        args = tokenizer(model_dir, tmp_path / name, *FAST, "--codecs", "none", "--ks", "8")
+        code, out, _ = run([*args, *extra], capsys)
+        assert code == 0
+        reports[name] = (json.loads((tmp_path / name / "report.json").read_text()), out)
+    (plain, _), (refined, table) = reports["plain"], reports["refined"]
+    assert plain["encode"]["refine_steps"] == 0 and refined["encode"]["refine_steps"] == 3
+    assert "vistok (refined 3)" in table
+    # The objective averages k = 1, 2, 4, 8; the best ids per image keep k = 8 from falling far.
+    assert refined["vistok"][0]["psnr"] > plain["vistok"][0]["psnr"] - 0.5
+
+
 def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     target = tmp_path / "report.json"
     target.write_text("old")
@@ -224,6 +238,7 @@ def _garbage(tmp_path):
         (lambda m, t: [*tokenizer(m, t / "o", *FAST), "--codecs", "png"], "unknown codec"),
         (lambda m, t: [*tokenizer(m, t / "o", *FAST), "--qualities", "0"], "1..95"),
         (lambda m, t: [*tokenizer(m, t / "o", *FAST), "--device", "tpu9"], "--device"),
+        (lambda m, t: [*tokenizer(m, t / "o", *FAST), "--refine-steps", "-1"], ">= 0"),
         (lambda m, t: ["generator", "--samples", str(_garbage(t)), "--data", "emoji"], "npz"),
         (lambda m, t: ["generator", "--samples", str(_bad_npz(t)), "--data", "emoji"], "uint8"),
         (lambda m, t: ["generator", "--samples", str(t / "none"), "--data", "emoji"], "no such"),

@@ -7,6 +7,8 @@ Public API (what other generative models plug into):
     tokens = tok.encode(images, num_tokens=16)             # Tokens(ids (b 16 g), lengths)
     images = tok.decode(tokens)                            # (b 3 h w) in [-1, 1]
     tv.list_tokenizers(); tv.create_tokenizer("tiny_cpu_fsq", max_tokens=16)
+    tokens = tv.refine_tokens(tok, images, num_tokens=64, steps=30)  # codec use: slower encode,
+                                                                     # same bytes, closer image
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ __version__ = "0.1.0"
 
 from tokenizers_vis.hub import list_pretrained  # noqa: E402
 from tokenizers_vis.presets import PRESETS, preset_spec  # noqa: E402
+from tokenizers_vis.refine import refine_tokens  # noqa: E402
 from tokenizers_vis.tokenizer import Tokenizer, TokenizerOutput, Tokens  # noqa: E402
 
 
@@ -37,5 +40,6 @@ __all__ = [
     "create_tokenizer",
     "list_pretrained",
     "list_tokenizers",
+    "refine_tokens",
     "__version__",
 ]

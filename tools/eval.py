@@ -54,6 +54,7 @@ from tools.eval_inputs import (
     load_samples,
     load_split,
     needs_inception,
+    non_negative,
     output_dir,
     pick_device,
     positive,
@@ -164,12 +165,31 @@ def _codec_roundtrip(codec: str, quality: int, index: slice, x: Tensor):
     return point.images, point.bytes_per_image  # (b 3 h w), (b,)
 
 
-def encode_all(tok, images: Tensor, batch_size: int, quiet: bool) -> Tensor:
-    """Ids of all K tokens of every image, (n, K, g) int64 on CPU; a prefix is any k."""
+def encode_all(
+    tok,
+    images: Tensor,
+    batch_size: int,
+    quiet: bool,
+    refine_steps: int = 0,
+    refine_lr: float = 0.1,
+) -> Tensor:
+    """Ids of all K tokens of every image, (n, K, g) int64 on CPU; a prefix is any k.
+
+    `refine_steps` > 0: encoder-side refinement (`tokenizers_vis.refine`) over the prefixes
+    1, 2, 4, .., K, the default sweep.
+    """
+    from tokenizers_vis.refine import refine_tokens
+
     device = next(tok.parameters()).device
     total = -(-images.shape[0] // batch_size)
     parts = tqdm(batches(images, batch_size), desc="encode", total=total, disable=quiet)
-    return torch.cat([tok.encode(x.to(device)).ids.cpu() for _, x in parts])  # (n K g)
+
+    def encode(x: Tensor) -> Tensor:
+        if refine_steps:
+            return refine_tokens(tok, x, steps=refine_steps, lr=refine_lr).ids
+        return tok.encode(x).ids
+
+    return torch.cat([encode(x.to(device)).cpu() for _, x in parts])  # (n K g)
 
 
 def sweep_tokens(tok, ids: Tensor, ks: list[int], scorer: Scorer, seed: int) -> list[dict]:
@@ -266,7 +286,9 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
     scorer = Scorer(
         images, args.batch_size, device, fid_extractor, ref, perceptual, args.seed, args.quiet
     )
-    ids = encode_all(tok, images, args.batch_size, args.quiet)  # (n K g)
+    ids = encode_all(
+        tok, images, args.batch_size, args.quiet, args.refine_steps, args.refine_lr
+    )  # (n K g)
     vistok = sweep_tokens(tok, ids, ks, scorer, args.seed)
     context = {
         "fid": not args.no_fid,
@@ -281,6 +303,7 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
     grid = reconstruction_rows(tok, ids, images, ks, args.seed)
     report["meta"] = run_meta(args, spec, images.shape[0], device, extractor_info, start)
     report["meta"]["codec_rows_from_cache"] = cache.hits
+    report["encode"] = {"refine_steps": args.refine_steps, "refine_lr": args.refine_lr}
     written = write_outputs(out, eval_report.tokenizer_files(report, grid))
     print(eval_report.main_table(report))
     print(f"wrote {', '.join(p.name for p in written)} to {out}")
@@ -364,6 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--codecs", default="jpeg,webp", help="baselines: jpeg, webp or none")
     tok.add_argument("--qualities", type=int_list, help="codec qualities (default: all)")
     tok.add_argument("--no-fid", action="store_true", help="skip rFID / KID (fast)")
+    tok.add_argument(
+        "--refine-steps",
+        type=non_negative,
+        default=0,
+        help="encoder-side refinement steps per batch (slower encode, same bytes; default 0)",
+    )
+    tok.add_argument("--refine-lr", type=float, default=0.1, help="refinement step size")
     tok.add_argument(
         "--no-codec-cache", action="store_true", help="recompute JPEG / WebP rows, cache nothing"
     )

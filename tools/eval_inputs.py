@@ -46,6 +46,14 @@ def positive(text: str) -> int:
     return value[0]
 
 
+def non_negative(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int_list(text)
+    if len(value) != 1 or value[0] < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value[0]
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

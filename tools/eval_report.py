@@ -154,8 +154,10 @@ def main_table(report: dict) -> str:
     head = ["method", "k / quality", "bytes"] + [title for _, title, _ in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     at_k = {entry["k"]: entry for entry in report.get("codecs_at_k", [])}
+    steps = report.get("encode", {}).get("refine_steps", 0)
+    name = f"vistok (refined {steps})" if steps else "vistok"
     for row in report["vistok"]:
-        rows = [("vistok", f"k={row['k']}", row)]
+        rows = [(name, f"k={row['k']}", row)]
         for codec, near in at_k.get(row["k"], {}).items():
             if isinstance(near, dict) and "nearest" in near:
                 point = near["nearest"]
