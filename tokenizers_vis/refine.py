@@ -95,7 +95,9 @@ def refine_tokens(
     if not prefixes or prefixes[0] < 1 or prefixes[-1] > k:
         raise ValueError(f"prefixes must lie in 1..{k}, got {prefixes}")
     tokenizer._check_images(images)
-    with frozen(tokenizer):
+    # enable_grad: callers often sit in no_grad / inference code; refinement needs gradients
+    # with respect to the latents (never the weights, which `frozen` switches off).
+    with frozen(tokenizer), torch.enable_grad():
         with torch.no_grad():
             latents = tokenizer.encoder(images)  # (b K d)
         latents = latents.detach().float().requires_grad_(True)

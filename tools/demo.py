@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from tokenizers_vis import Tokenizer, list_pretrained
+from tokenizers_vis import Tokenizer, Tokens, list_pretrained, refine_tokens
 from tokenizers_vis.data import build_dataset
 from tokenizers_vis.hub import PretrainedError
 from tokenizers_vis.metrics import ReconstructionMeter, token_bytes
@@ -26,6 +26,8 @@ from tokenizers_vis.training.callbacks import grid_rows, save_grid
 
 # Codec qualities of the demo's sweep: spans both codecs' byte range at 32x32 in a few seconds.
 DEMO_QUALITIES = "1,5,10,20,30,40,50,60,70,80,90,95"
+# Encoder-side refinement shown next to the plain encoder: most of its gain at a CPU-friendly cost.
+DEMO_REFINE_STEPS = 20
 
 
 def prefix_lengths(max_tokens: int) -> list[int]:
@@ -64,8 +66,14 @@ def show_data(out: Path, size: int) -> list[str]:
 
 
 @torch.no_grad()
-def reconstruct(out: Path, model: str, num_images: int, batch_size: int = 64) -> list[str]:
-    """Prefix sweep of the shipped tokenizer on held-out (test) emoji; returns Markdown lines."""
+def reconstruct(
+    out: Path, model: str, num_images: int, refine_steps: int = 0, batch_size: int = 64
+) -> list[str]:
+    """Prefix sweep of the shipped tokenizer on held-out (test) emoji; returns Markdown lines.
+
+    `refine_steps` > 0 adds the PSNR / SSIM of refined tokens (`refine_tokens`: same bytes, a
+    slower encoder-side search) next to the plain encoder's.
+    """
     tok = Tokenizer.from_pretrained(model).eval()
     data = build_dataset("emoji", split="test", size=tok.image_size)
     n = min(num_images, len(data))
@@ -81,18 +89,26 @@ def reconstruct(out: Path, model: str, num_images: int, batch_size: int = 64) ->
         "",
         "![reconstructions](reconstructions.png)",
         "",
-        "| k | bytes | PSNR (dB) | SSIM |",
-        "|---:|---:|---:|---:|",
     ]
+    batches = [images[s : s + batch_size] for s in range(0, n, batch_size)]
+    encodings = {"": [tok.encode(b).ids for b in batches]}  # (b K g) per batch
+    if refine_steps:
+        encodings[f" refined {refine_steps}"] = [
+            refine_tokens(tok, b, steps=refine_steps).ids for b in batches
+        ]
+    head = ["k", "bytes"] + [f"{m}{name}" for name in encodings for m in ("PSNR", "SSIM")]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for k in ks:
-        meter = ReconstructionMeter()
-        for start in range(0, n, batch_size):
-            batch = images[start : start + batch_size]
-            meter.update(tok.decode(tok.encode(batch, num_tokens=k)), batch)
-        m = meter.compute()
         nbytes = float(token_bytes(k, tok.vocab_sizes))
-        lines.append(f"| {k} | {nbytes:.1f} | {m['psnr']:.2f} | {m['ssim']:.3f} |")
-        print(f"k={k:3d}  bytes={nbytes:6.1f}  PSNR={m['psnr']:6.2f} dB  SSIM={m['ssim']:.3f}")
+        cells = [str(k), f"{nbytes:.1f}"]
+        for ids in encodings.values():
+            meter = ReconstructionMeter()
+            for batch, batch_ids in zip(batches, ids, strict=True):
+                meter.update(tok.decode(Tokens(batch_ids[:, :k])), batch)
+            m = meter.compute()
+            cells += [f"{m['psnr']:.2f}", f"{m['ssim']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+        print("  ".join(f"{h}={c}" for h, c in zip(head, cells, strict=True)))
     return lines + [""]
 
 
@@ -103,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-images", type=int, default=179, help="held-out images to score")
     parser.add_argument("--skip-eval", action="store_true", help="skip the JPEG / WebP sweep")
     parser.add_argument(
+        "--refine-steps",
+        type=int,
+        default=DEMO_REFINE_STEPS,
+        help=f"encoder-side refinement steps for the refined columns, 0 for none "
+        f"(default {DEMO_REFINE_STEPS})",
+    )
+    parser.add_argument(
         "--fid", action="store_true", help="add rFID / KID to the sweep (slow on CPU)"
     )
     args = parser.parse_args(argv)
@@ -111,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# vistok demo", ""]
     lines += show_data(args.out, 32)
     try:
-        lines += reconstruct(args.out, args.model, args.num_images)
+        lines += reconstruct(args.out, args.model, args.num_images, args.refine_steps)
     except PretrainedError as err:
         print(
             f"vistok demo: error: {err} (shipped: {', '.join(list_pretrained()) or 'none'})",
