@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import tokenizers_vis as tv
-from tokenizers_vis.refine import default_prefixes, prefix_errors, refine_tokens
+from tokenizers_vis.refine import prefix_errors, refine_tokens
+from tokenizers_vis.tokenizer import prefix_lengths
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -15,7 +16,7 @@ def objective(tok: tv.Tokenizer, ids: torch.Tensor, images: torch.Tensor) -> tor
     """(b,) the refinement objective of full-length ids (b K g)."""
     with torch.no_grad():
         codes = tok.quantizer.ids_to_codes(ids)
-        return prefix_errors(tok, codes, images, default_prefixes(tok.max_tokens))
+        return prefix_errors(tok, codes, images, prefix_lengths(tok.max_tokens))
 
 
 @pytest.mark.parametrize("preset", ["tiny_cpu_fsq", "tiny_cpu_vq"])

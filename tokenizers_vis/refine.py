@@ -26,12 +26,7 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
-from tokenizers_vis.tokenizer import Tokenizer, Tokens
-
-
-def default_prefixes(k: int) -> list[int]:
-    """1, 2, 4, .., and k itself."""
-    return sorted({2**i for i in range(k.bit_length()) if 2**i <= k} | {k})
+from tokenizers_vis.tokenizer import Tokenizer, Tokens, prefix_lengths
 
 
 @contextmanager
@@ -91,7 +86,7 @@ def refine_tokens(
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     k = int(tokenizer._lengths(num_tokens, 1, images.device)[0])
-    prefixes = sorted(set(prefixes)) if prefixes is not None else default_prefixes(k)
+    prefixes = sorted(set(prefixes)) if prefixes is not None else prefix_lengths(k)
     if not prefixes or prefixes[0] < 1 or prefixes[-1] > k:
         raise ValueError(f"prefixes must lie in 1..{k}, got {prefixes}")
     tokenizer._check_images(images)

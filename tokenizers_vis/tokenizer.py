@@ -26,6 +26,14 @@ from tokenizers_vis import decoders, encoders, quantizers  # noqa: F401  (regist
 from tokenizers_vis.registry import DECODERS, ENCODERS, QUANTIZERS, TOKEN_DROPS
 
 
+def prefix_lengths(max_tokens: int) -> list[int]:
+    """1, 2, 4, .., K (K included when it is no power of two): the prefix lengths that
+    validation, evaluation sweeps, image grids and refinement use by default."""
+    return sorted(
+        {2**i for i in range(max_tokens.bit_length()) if 2**i <= max_tokens} | {max_tokens}
+    )
+
+
 @dataclass
 class Tokens:
     """A batch of token sequences.

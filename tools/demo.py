@@ -22,19 +22,13 @@ from tokenizers_vis import Tokenizer, Tokens, list_pretrained, refine_tokens
 from tokenizers_vis.data import build_dataset
 from tokenizers_vis.hub import PretrainedError
 from tokenizers_vis.metrics import ReconstructionMeter, token_bytes
+from tokenizers_vis.tokenizer import prefix_lengths
 from tokenizers_vis.training.callbacks import grid_rows, save_grid
 
 # Codec qualities of the demo's sweep: spans both codecs' byte range at 32x32 in a few seconds.
 DEMO_QUALITIES = "1,5,10,20,30,40,50,60,70,80,90,95"
 # Encoder-side refinement shown next to the plain encoder: most of its gain at a CPU-friendly cost.
 DEMO_REFINE_STEPS = 20
-
-
-def prefix_lengths(max_tokens: int) -> list[int]:
-    """1, 2, 4, ..., K (K included even when it is not a power of two)."""
-    return sorted(
-        {2**i for i in range(max_tokens.bit_length()) if 2**i <= max_tokens} | {max_tokens}
-    )
 
 
 def show_data(out: Path, size: int) -> list[str]:

@@ -69,8 +69,9 @@ def pick_device(name: str) -> torch.device:
 def sweep_ks(requested: list[int] | None, max_tokens: int) -> list[int]:
     """The token counts to evaluate: 1, 2, 4, ... and K itself, or the requested ones."""
     if not requested:
-        powers = itertools.takewhile(lambda k: k < max_tokens, (2**i for i in itertools.count()))
-        return [*powers, max_tokens]
+        from tokenizers_vis.tokenizer import prefix_lengths
+
+        return prefix_lengths(max_tokens)
     bad = [k for k in requested if not 1 <= k <= max_tokens]
     if bad:
         raise UsageError(f"--ks: token counts must be in 1..{max_tokens} (K), got {bad}")

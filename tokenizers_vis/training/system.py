@@ -26,7 +26,7 @@ from tokenizers_vis.losses.adversarial import (
 )
 from tokenizers_vis.metrics.reconstruction import psnr
 from tokenizers_vis.presets import preset_spec
-from tokenizers_vis.tokenizer import Tokenizer
+from tokenizers_vis.tokenizer import Tokenizer, prefix_lengths
 
 
 def adamw(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -126,8 +126,7 @@ class TokenizerSystem(L.LightningModule):
             PatchDiscriminator(disc_channels, disc_layers) if gan_weight > 0 else None
         )
         k_max = self.tokenizer.max_tokens
-        default_k = sorted({2**i for i in range(k_max.bit_length()) if 2**i <= k_max} | {k_max})
-        self.eval_tokens = [k for k in (eval_tokens or default_k) if 1 <= k <= k_max]
+        self.eval_tokens = [k for k in (eval_tokens or prefix_lengths(k_max)) if 1 <= k <= k_max]
         # Frozen, large and reloadable from its own weights file: kept out of state_dict and EMA.
         self._perceptual: list[nn.Module] = []
         self.automatic_optimization = False  # two optimizers (tokenizer, discriminator)
