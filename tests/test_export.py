@@ -166,3 +166,25 @@ def test_bad_input_exits_2_with_message(
     if case != "spec":  # a file that is not a usable checkpoint: say which one
         assert str(path) in err, err
     assert not out.exists()
+
+
+def test_export_over_the_run_it_started_from_counts_all_steps(ckpt: Path, tmp_path: Path) -> None:
+    """The shipped model carried on across sessions: a run warm-started from `out` (10 steps
+    behind it) is exported over `out` itself; the steps behind the new weights add up."""
+    out = tmp_path / "tok"
+    assert export(ckpt, out) == 0  # 10 steps
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    checkpoint["hyper_parameters"]["init_from"] = str(out)
+    continued = tmp_path / "continued.ckpt"
+    torch.save(checkpoint, continued)
+    for expected in (20, 30):  # and once more: total_steps, not global_step, is carried on
+        assert export(continued, out) == 0
+        extra = json.loads((out / "config.json").read_text())["extra"]
+        assert extra["init_from"] == str(out) and extra["total_steps"] == expected
+
+
+def test_lineage_of_a_vanished_init_from_keeps_the_name(tmp_path: Path) -> None:
+    from tools.export import lineage
+
+    assert lineage(None, 5) == {}
+    assert lineage(str(tmp_path / "gone"), 5) == {"init_from": str(tmp_path / "gone")}

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from tokenizers_vis.hub import PretrainedError, read_config
 from tokenizers_vis.presets import preset_spec
 from tokenizers_vis.tokenizer import Tokenizer
 
@@ -64,8 +65,28 @@ def export(ckpt: str | Path, out_dir: str | Path, weights: str = "ema") -> Path:
         "global_step": checkpoint.get("global_step"),
         "epoch": checkpoint.get("epoch"),
         "weights": "ema" if has_ema and weights == "ema" else "raw",
+        **lineage(hparams.get("init_from"), checkpoint.get("global_step")),
     }
     return model.save_pretrained(out_dir, extra=extra)
+
+
+def lineage(init_from: str | None, global_step: int | None) -> dict[str, Any]:
+    """Where a warm-started run's weights came from, and the optimizer steps behind them all.
+
+    Read before anything is written: exporting over the very directory a run started from (the
+    shipped model, carried on across sessions) must still count that directory's steps.
+    """
+    if not init_from:
+        return {}
+    out: dict[str, Any] = {"init_from": str(init_from)}
+    try:
+        prior = read_config(init_from).get("extra", {})
+    except PretrainedError:
+        return out  # moved or deleted since training: the name is all we know
+    before = prior.get("total_steps", prior.get("global_step"))
+    if isinstance(before, int) and isinstance(global_step, int):
+        out["total_steps"] = before + global_step
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
