@@ -53,8 +53,8 @@ def test_shipped_model_gains_psnr_at_every_prefix() -> None:
     for k in (1, 8, 64):
         before = psnr(tok.decode(tv.Tokens(plain[:, :k])), images).mean()
         after = psnr(tok.decode(tv.Tokens(refined[:, :k])), images).mean()
-        # Measured with the 1,700-step model: +0.3 / +0.5 / +0.7 dB at k = 1 / 8 / 64.
-        assert after > before + (0.3 if k == 64 else 0.0), (k, before, after)
+        # Measured with the 7,700-step model: +0.09 / +0.24 / +0.35 dB at k = 1 / 8 / 64.
+        assert after > before + (0.2 if k == 64 else 0.0), (k, before, after)
 
 
 def test_prefix_lengths_and_state_are_kept(images16: torch.Tensor) -> None:
