@@ -27,8 +27,9 @@ from tokenizers_vis.training.callbacks import grid_rows, save_grid
 
 # Codec qualities of the demo's sweep: spans both codecs' byte range at 32x32 in a few seconds.
 DEMO_QUALITIES = "1,5,10,20,30,40,50,60,70,80,90,95"
-# Encoder-side refinement shown next to the plain encoder: most of its gain at a CPU-friendly cost.
-DEMO_REFINE_STEPS = 20
+# Encoder-side refinement next to the plain encoder is opt-in (`--refine-steps 20` gives the
+# model card's table): on a 2-core CPU it adds minutes (fp32 decoder passes over 7 prefixes).
+DEMO_REFINE_STEPS = 0
 
 
 def show_data(out: Path, size: int) -> list[str]:
