@@ -6,8 +6,26 @@ import pytest
 import torch
 
 import tokenizers_vis as tv
+from tokenizers_vis.presets import preset_spec
 from tokenizers_vis.refine import prefix_errors, refine_tokens
+from tokenizers_vis.registry import QUANTIZERS
 from tokenizers_vis.tokenizer import prefix_lengths
+
+# Every registered quantizer, in the tiny preset: refinement must work through each one's
+# straight-through codes. A new quantizer without an entry here fails the first test.
+QUANTIZER_SPECS = {
+    "fsq": preset_spec("tiny_cpu_fsq")["quantizer"],
+    "vq": preset_spec("tiny_cpu_vq")["quantizer"],
+}
+
+
+def tiny(quantizer: str) -> tv.Tokenizer:
+    return tv.create_tokenizer("tiny_cpu_fsq", quantizer=QUANTIZER_SPECS[quantizer]).eval()
+
+
+def test_every_registered_quantizer_is_covered() -> None:
+    assert sorted(QUANTIZER_SPECS) == QUANTIZERS.names()
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -19,20 +37,20 @@ def objective(tok: tv.Tokenizer, ids: torch.Tensor, images: torch.Tensor) -> tor
         return prefix_errors(tok, codes, images, prefix_lengths(tok.max_tokens))
 
 
-@pytest.mark.parametrize("preset", ["tiny_cpu_fsq", "tiny_cpu_vq"])
-def test_zero_steps_is_plain_encode(preset: str, images16: torch.Tensor) -> None:
-    tok = tv.create_tokenizer(preset).eval()
+@pytest.mark.parametrize("quantizer", sorted(QUANTIZER_SPECS))
+def test_zero_steps_is_plain_encode(quantizer: str, images16: torch.Tensor) -> None:
+    tok = tiny(quantizer)
     for k in (1, 5, tok.max_tokens):
         assert torch.equal(
             refine_tokens(tok, images16, k, steps=0).ids, tok.encode(images16, k).ids
         )
 
 
-@pytest.mark.parametrize("preset", ["tiny_cpu_fsq", "tiny_cpu_vq"])
+@pytest.mark.parametrize("quantizer", sorted(QUANTIZER_SPECS))
 def test_refinement_lowers_the_error_and_keeps_the_format(
-    preset: str, images16: torch.Tensor
+    quantizer: str, images16: torch.Tensor
 ) -> None:
-    tok = tv.create_tokenizer(preset).eval()
+    tok = tiny(quantizer)
     plain = tok.encode(images16).ids
     refined = refine_tokens(tok, images16, steps=15, lr=0.2).ids
     assert refined.shape == plain.shape and refined.dtype == torch.int64

@@ -30,18 +30,14 @@ from tokenizers_vis.tokenizer import Tokenizer, Tokens, prefix_lengths
 
 
 @contextmanager
-def frozen(tokenizer: Tokenizer) -> Iterator[None]:
-    """Eval mode and no parameter gradients for the duration; the caller's state comes back."""
+def evaluating(tokenizer: Tokenizer) -> Iterator[None]:
+    """Eval mode for the duration (a VQ codebook must not update from refinement steps); the
+    caller's mode comes back."""
     was_training = tokenizer.training
-    grads = [(p, p.requires_grad) for p in tokenizer.parameters()]
     tokenizer.eval()
-    for p, _ in grads:
-        p.requires_grad_(False)
     try:
         yield
     finally:
-        for p, flag in grads:
-            p.requires_grad_(flag)
         tokenizer.train(was_training)
 
 
@@ -91,8 +87,8 @@ def refine_tokens(
         raise ValueError(f"prefixes must lie in 1..{k}, got {prefixes}")
     tokenizer._check_images(images)
     # enable_grad: callers often sit in no_grad / inference code; refinement needs gradients
-    # with respect to the latents (never the weights, which `frozen` switches off).
-    with frozen(tokenizer), torch.enable_grad():
+    # with respect to the latents only (`backward(inputs=...)` below never touches the weights).
+    with evaluating(tokenizer), torch.enable_grad():
         with torch.no_grad():
             latents = tokenizer.encoder(images)  # (b K d)
         latents = latents.detach().float().requires_grad_(True)
@@ -110,6 +106,7 @@ def refine_tokens(
             if step == steps:
                 break
             optimizer.zero_grad(set_to_none=True)
-            errors.sum().backward()  # per-image objectives are independent: sum = each its own
+            # Per-image objectives are independent, so the sum steps each image on its own.
+            errors.sum().backward(inputs=[latents])
             optimizer.step()
     return Tokens(best_ids[:, :k].contiguous())
