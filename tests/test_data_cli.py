@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from test_data_badinput import write_bad_files
 
-from tools.data import main
+from tokenizers_vis.cli.data import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,10 +128,45 @@ def test_help_returns_0(capsys):
 
 def test_module_entry_point_runs_standalone():
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.data", "--help"],
+        [sys.executable, "-m", "tokenizers_vis.cli.data", "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == 0 and "vistok data" in proc.stdout
+
+
+def _small_folder(root: Path, good: int, bad: int) -> Path:
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True)
+    for i in range(good):
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(root / f"g{i}.png")
+    for i in range(bad):
+        (root / f"bad{i}.png").write_bytes(b"" if i == 0 else b"not an image at all")
+    return root
+
+
+def test_small_folder_packs_every_good_image_and_empty_splits(tmp_path, capsys):
+    """7 good + 3 bad images: the hash leaves `test` empty; that split is packed empty."""
+    import json
+
+    src, out = _small_folder(tmp_path / "src", 7, 3), tmp_path / "out"
+    assert main(["pack", str(src), str(out), "--size", "32", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    infos = {s: json.loads((out / f"{s}.json").read_text()) for s in ("train", "val", "test")}
+    assert sum(info["count"] for info in infos.values()) == 7  # every good image kept
+    empty = [s for s, info in infos.items() if info["count"] == 0]
+    assert empty, "the fixture should leave a split empty; pick another seed"
+    for split in empty:
+        assert f"split {split!r} has no images" in captured.err
+        assert infos[split]["shards"] == {}
+    assert "Traceback" not in captured.err and "error" not in captured.err
+
+
+def test_folder_too_small_for_any_split_writes_nothing(tmp_path, capsys):
+    src, out = _small_folder(tmp_path / "src", 0, 3), tmp_path / "out"
+    assert main(["pack", str(src), str(out), "--size", "32", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no readable images" in err and "nothing written" in err
+    assert not out.exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -16,8 +17,9 @@ from PIL import Image
 
 import tokenizers_vis as tv
 from tokenizers_vis.data import build_dataset, to_uint8
-from tools import cli, eval_report
-from tools.eval_inputs import load_samples
+from tokenizers_vis import atomic
+from tokenizers_vis.cli import main as cli
+from tokenizers_vis.evaluation.inputs import load_samples
 
 N = "8"
 FAST = ["--no-fid", "--perceptual", "none", "--quiet", "--num-images", N, "--batch-size", "8"]
@@ -81,8 +83,10 @@ def test_tokenizer_fast_path_writes_every_output(model_dir, tmp_path, capsys):
         sizes = [p["bytes_per_image"] for p in points]
         assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
         assert points[-1]["psnr"] > points[0]["psnr"]
-    # Every token budget is far below the smallest file, so the nearest quality is the lowest.
+    # Every token budget is far below the smallest file, so the nearest quality is the lowest
+    # and nothing is interpolated (no extrapolation below a codec's smallest file).
     assert all(e["jpeg"]["nearest"]["quality"] == 5 for e in report["codecs_at_k"])
+    assert all(e["jpeg"]["interpolated"] is None for e in report["codecs_at_k"])
     usage = report["codebook_usage"]
     assert usage["k"] == 8 and len(usage["perplexity_per_position"]) == 8
     assert max(p[0] for p in usage["perplexity_per_position"]) > 1
@@ -90,9 +94,11 @@ def test_tokenizer_fast_path_writes_every_output(model_dir, tmp_path, capsys):
     assert (meta["num_images"], meta["seed"], meta["device"]) == (8, 0, "cpu")
     assert meta["torch"] == torch.__version__ and meta["wall_time_s"] > 0
     markdown = (out / "report.md").read_text()
-    assert "| method | k / quality | bytes | PSNR | SSIM | MS-SSIM |" in markdown
-    assert markdown.count("| JPEG (nearest) | q=5 |") == 4 and "## WebP sweep" in markdown
-    assert "| vistok | k=8 |" in stdout
+    assert "| k | bytes | PSNR | SSIM | MS-SSIM |" in markdown
+    # Each codec's rows appear once, in its own table, not repeated under every k.
+    assert markdown.count("\n| 90 | ") == 2 and "## WebP, every quality" in markdown
+    assert "JPEG's smallest file (q=5)" in markdown and "(nearest)" not in markdown
+    assert re.search(r"^\| 8 \| 7\.0 \|", stdout, re.M)  # 8 tokens x log2(125) bits
     for name in PNGS:
         with Image.open(out / name) as im:
             assert im.format == "PNG" and min(im.size) > 100
@@ -120,7 +126,7 @@ def test_tokenizer_is_deterministic(model_dir, tmp_path, capsys):
     a, b = ({k: v for k, v in r.items() if k != "meta"} for r in reports)
     assert a == b
     assert [r["k"] for r in a["vistok"]] == [3, 8]
-    assert a["codecs_at_k"][0]["webp"]["interpolated"]["psnr"] is None  # one point: no range
+    assert a["codecs_at_k"][0]["webp"]["interpolated"] is None  # one point: no range
 
 
 def test_tokenizer_without_codecs(model_dir, tmp_path, capsys):
@@ -141,7 +147,7 @@ def test_refined_tokens_are_labelled_and_score_no_worse(model_dir, tmp_path, cap
         reports[name] = (json.loads((tmp_path / name / "report.json").read_text()), out)
     (plain, _), (refined, table) = reports["plain"], reports["refined"]
     assert plain["encode"]["refine_steps"] == 0 and refined["encode"]["refine_steps"] == 3
-    assert "vistok (refined 3)" in table
+    assert "vistok, refined tokens (3 steps)" in table
     # The objective averages k = 1, 2, 4, 8; the best ids per image keep k = 8 from falling far.
     assert refined["vistok"][0]["psnr"] > plain["vistok"][0]["psnr"] - 0.5
 
@@ -153,9 +159,9 @@ def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch)
     def fail(*_):
         raise OSError("disk full")
 
-    monkeypatch.setattr(eval_report.os, "replace", fail)
+    monkeypatch.setattr(atomic.os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
-        eval_report.atomic_write(target, b"new")
+        atomic.atomic_write(target, b"new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
@@ -237,7 +243,7 @@ def _garbage(tmp_path):
         (lambda m, t: [*tokenizer(m, t / "o", *FAST), "--split", "dev"], "unknown split"),
         (lambda m, t: [*tokenizer(m, t / "o", *FAST), "--codecs", "png"], "unknown codec"),
         (lambda m, t: [*tokenizer(m, t / "o", *FAST), "--qualities", "0"], "1..95"),
-        (lambda m, t: [*tokenizer(m, t / "o", *FAST), "--device", "tpu9"], "--device"),
+        (lambda m, t: [*tokenizer(m, t / "o", *FAST), "--device", "tpu9"], "tpu9"),
         (lambda m, t: [*tokenizer(m, t / "o", *FAST), "--refine-steps", "-1"], ">= 0"),
         (lambda m, t: ["generator", "--samples", str(_garbage(t)), "--data", "emoji"], "npz"),
         (lambda m, t: ["generator", "--samples", str(_bad_npz(t)), "--data", "emoji"], "uint8"),

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 from tokenizers_vis.presets import preset_spec
 from tokenizers_vis.tokenizer import Tokenizer
-from tools import cli, train
+from tokenizers_vis.cli import main as cli
+from tokenizers_vis.cli import train
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ("tokenizer/tiny_cpu_fsq.yaml", "data/emoji16.yaml", "trainer/test.yaml")
@@ -38,7 +39,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def reference(state_dict: dict[str, torch.Tensor]) -> Tokenizer:
-    """The tokenizer inside a system state dict, loaded by hand (not through tools.export)."""
+    """The tokenizer inside a system state dict, loaded by hand (not through training.export)."""
     model = Tokenizer(**preset_spec("tiny_cpu_fsq"))
     state = {k[10:]: v for k, v in state_dict.items() if k.startswith("tokenizer.")}
     model.load_state_dict(state, strict=True)
@@ -184,7 +185,7 @@ def test_export_over_the_run_it_started_from_counts_all_steps(ckpt: Path, tmp_pa
 
 
 def test_lineage_of_a_vanished_init_from_keeps_the_name(tmp_path: Path) -> None:
-    from tools.export import lineage
+    from tokenizers_vis.training.export import lineage
 
     assert lineage(None, 5) == {}
     assert lineage(str(tmp_path / "gone"), 5) == {"init_from": str(tmp_path / "gone")}

@@ -55,12 +55,15 @@ def test_readme_python_example_runs(tmp_path, monkeypatch) -> None:
 
 
 def test_demo_runs_end_to_end_without_fid(tmp_path) -> None:
-    from tools import demo
+    from tokenizers_vis.cli import demo
 
     out = tmp_path / "demo"
     assert demo.main(["--out", str(out), "--num-images", "24", "--refine-steps", "2"]) == 0
     summary = (out / "SUMMARY.md").read_text()
-    assert "| 64 |" in summary and "| PSNR | SSIM | PSNR refined 2 | SSIM refined 2 |" in summary
-    for name in ("emoji_contact_sheet.png", "photos_contact_sheet.png", "reconstructions.png"):
+    assert "| 64 | 96.0 |" in summary
+    assert "| PSNR | SSIM | PSNR refined (2) | SSIM refined (2) |" in summary
+    # Each codec's rows once, in its own table; the equal-bytes section says what is comparable.
+    assert summary.count("| 95 | ") == 2 and "smallest file" in summary
+    for name in ("emoji_contact_sheet.png", "photos_contact_sheet.png", "eval/reconstructions.png"):
         assert (out / name).stat().st_size > 1000
     assert (out / "eval" / "report.json").is_file()

@@ -1,5 +1,5 @@
 """Kill -9 and resume, and two-process DDP over gloo, run the way users run them:
-`python -m tools.cli train fit ...` in a subprocess (Lightning launches the DDP ranks itself).
+`python -m tokenizers_vis.cli train fit ...` in a subprocess (Lightning launches the DDP ranks itself).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import lightning as L
 import pytest
 import torch
 
-from tools import train
+from tokenizers_vis.cli import train
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ("tokenizer/tiny_cpu_fsq.yaml", "data/emoji16.yaml", "trainer/test.yaml")
@@ -41,13 +41,13 @@ def fit_args(root: Path, overrides: str = "") -> list[str]:
 
 
 def spawn(root: Path, overrides: str) -> subprocess.Popen:
-    """`python -m tools.cli train fit ...` with output in `root/out.log`."""
+    """`python -m tokenizers_vis.cli train fit ...` with output in `root/out.log`."""
     root.mkdir(parents=True, exist_ok=True)
     # tests/ on the path for RankProbe (a site-packages `tests` package shadows ours as a package).
     paths = [str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     env["OMP_NUM_THREADS"] = "1"  # see _one_thread; DDP ranks get one thread each anyway
-    command = [sys.executable, "-m", "tools.cli", "train", *fit_args(root, overrides)]
+    command = [sys.executable, "-m", "tokenizers_vis.cli", "train", *fit_args(root, overrides)]
     with open(root / "out.log", "wb") as log:  # own session: kill_all reaches the DDP ranks too
         return subprocess.Popen(
             command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

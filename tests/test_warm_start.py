@@ -54,7 +54,7 @@ def test_init_from_missing_directory_names_it(tmp_path: Path) -> None:
 def test_train_cli_reports_a_bad_init_from_without_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tools import train
+    from tokenizers_vis.cli import train
 
     configs = ("tokenizer/tiny_cpu_fsq.yaml", "data/emoji16.yaml", "trainer/test.yaml")
     args = ["fit", *[a for c in configs for a in ("--config", str(REPO / "configs" / c))]]

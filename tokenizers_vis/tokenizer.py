@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from tokenizers_vis import decoders, encoders, quantizers  # noqa: F401  (registration)
+from tokenizers_vis.hub import load_pretrained, save_pretrained
 from tokenizers_vis.registry import DECODERS, ENCODERS, QUANTIZERS, TOKEN_DROPS
 
 
@@ -216,14 +217,10 @@ class Tokenizer(nn.Module):
 
     # Pretrained directories: config.json + model.safetensors (see hub.py).
     def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        from tokenizers_vis.hub import save_pretrained
-
         return save_pretrained(self, directory, extra)
 
     @classmethod
     def from_pretrained(
         cls, name_or_dir: str | Path, map_location: str | torch.device = "cpu"
     ) -> Tokenizer:
-        from tokenizers_vis.hub import load_pretrained
-
         return load_pretrained(cls, name_or_dir, map_location)

@@ -88,6 +88,8 @@ class FolderDataset(torch.utils.data.Dataset):
         seed: seed of the augmentation generator.
         verify: drop zero-byte and unidentifiable files while scanning (one header read each).
         max_pixels: decompression-bomb guard, see `load_rgb`.
+        allow_empty: a split without images is an empty dataset instead of an error (packing
+            a small folder, where the hash may assign a split no file).
 
     Items are `(image (3, size, size) float32 in [-1, 1], label int)`.
     """
@@ -101,6 +103,7 @@ class FolderDataset(torch.utils.data.Dataset):
         seed: int = 0,
         verify: bool = True,
         max_pixels: int = MAX_PIXELS,
+        allow_empty: bool = False,
     ):
         root = Path(root)
         if not root.is_dir():
@@ -110,9 +113,10 @@ class FolderDataset(torch.utils.data.Dataset):
         split_dirs = [s for s in ("train", "val", "test") if (root / s).is_dir()]
         if split != "all" and split_dirs:
             # An explicit layout is never mixed with hashing, which would leak train files.
-            if split not in split_dirs:
+            if split not in split_dirs and not allow_empty:
                 raise FileNotFoundError(f"no {split}/ folder in {root} (it has {split_dirs})")
-            root, files = root / split, scan_images(root / split)
+            root = root / split
+            files = scan_images(root) if root.is_dir() else []
         else:
             files = [f for f in scan_images(root) if split in ("all", _hash_split(f))]
         self.skipped: Counter[str] = Counter()
@@ -122,7 +126,7 @@ class FolderDataset(torch.utils.data.Dataset):
             files = [f for f in files if not problems[f]]
             if self.skipped:
                 warnings.warn(f"{root}: skipped {_counts(self.skipped)}", BadImageWarning, 2)
-        if not files:
+        if not files and not allow_empty:
             raise FileNotFoundError(f"no readable images under {root} for split {split!r}")
         self.root, self.files, self.split, self.size = root, files, split, size
         folder = [f.parts[0] if len(f.parts) > 1 else "." for f in files]

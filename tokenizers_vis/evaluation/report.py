@@ -1,9 +1,11 @@
-"""What `vistok eval` reports, and how: report.json, report.md, plots, a reconstruction grid.
+"""Writers of an evaluation's results: report.json, report.md, plots, a reconstruction grid.
 
-Every file is rendered to bytes first and only then written, each to a temporary file in the
-output folder that is renamed over its final name: a failed or interrupted run leaves either the
-previous file or the new one, never half of one. Plots use matplotlib's Agg canvas directly
-(no pyplot, so no global backend switch and no display needed).
+They take a `TokenizerEvaluation` / `GeneratorEvaluation` (or its `to_dict()`); computing and
+writing stay apart, so a notebook or a training callback can call `evaluate_tokenizer` and use
+only the writers it wants. Every file is rendered to bytes first and then written atomically
+(a temporary file renamed over the final name): an interrupted run leaves the previous file or
+the new one, never half of one. Plots use matplotlib's Agg canvas directly (no pyplot, so no
+global backend switch and no display needed).
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from tokenizers_vis.atomic import atomic_write
 
 # (report key, column title, decimals); the perceptual metric is added under its own name.
 METRICS = (
@@ -30,35 +33,21 @@ METRICS = (
 CODEC_TITLES = {"jpeg": "JPEG", "webp": "WebP"}
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    # Not tempfile.mkstemp: its files are private (0600); an output should get the umask's mode.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_files(out: Path, files: dict[str, bytes]) -> list[Path]:
-    """Write every rendered file into ``out`` (created if needed); returns the paths."""
+def write_files(out: str | Path, files: dict[str, bytes]) -> list[Path]:
+    """Write every rendered file into `out` (created if needed); returns the paths."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        atomic_write(out / name, data)
-    return [out / name for name in files]
+    return [atomic_write(out / name, data) for name, data in files.items()]
 
 
-def _plain(value):
+def plain(value):
     """JSON-able copy: tensors to lists, non-finite floats to None (strict JSON has no NaN)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, Tensor | np.ndarray):
-        return _plain(value.tolist())
+        return plain(value.tolist())
     if isinstance(value, float | np.floating):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):
@@ -67,71 +56,7 @@ def _plain(value):
 
 
 def to_json(report: dict) -> bytes:
-    return (json.dumps(_plain(report), indent=2, allow_nan=False) + "\n").encode()
-
-
-def _nearest(rows: list[dict], target: float) -> dict:
-    # rate.nearest_quality's "nearest" rule, on rows of already computed metrics.
-    return min(rows, key=lambda r: abs(r["bytes_per_image"] - target))
-
-
-def codecs_at_k(vistok: list[dict], codecs: dict[str, list[dict]]) -> list[dict]:
-    """Per k and codec: the quality nearest k's byte budget, and metrics interpolated to it."""
-    from tokenizers_vis.metrics import interpolate_at_bytes
-
-    metrics = [m for m in vistok[0] if m not in ("k", "bits_per_image", "bytes_per_image")]
-    out = []
-    for row in vistok:
-        entry = {"k": row["k"], "bytes_per_image": row["bytes_per_image"]}
-        for codec, rows in codecs.items():
-            xs = [r["bytes_per_image"] for r in rows]
-            interp = {
-                m: interpolate_at_bytes(xs, [r[m] for r in rows], row["bytes_per_image"])
-                for m in metrics
-            }
-            entry[codec] = {
-                "nearest": _nearest(rows, row["bytes_per_image"]),
-                "interpolated": interp,
-            }
-        out.append(entry)
-    return out
-
-
-def usage_summary(ids: Tensor, vocab_sizes: tuple[int, ...]) -> dict:
-    """Codebook usage and perplexity, overall and per position, of all K tokens."""
-    from tokenizers_vis.metrics import CodebookUsage
-
-    meter = CodebookUsage(vocab_sizes)
-    meter.update(ids)
-    stats = meter.compute()
-    keep = ("usage", "entropy", "perplexity", "usage_per_position", "perplexity_per_position")
-    out = {name: stats[name].tolist() for name in keep}
-    out.update(k=ids.shape[1], usage_mean=stats["usage_mean"], num_tokens=stats["num_tokens"])
-    out["perplexity_mean"] = stats["perplexity_mean"]
-    return out
-
-
-def tokenizer_report(tok, model: str, perceptual, vistok: list, codecs: dict, ids: Tensor) -> dict:
-    """Everything ``vistok eval tokenizer`` measured (run metadata is added by the caller)."""
-    from tokenizers_vis.hub import resolve
-    from tokenizers_vis.metrics import bits_per_token
-
-    return {
-        "kind": "tokenizer",
-        "model": {"name": model, "path": str(resolve(model).resolve()), "config": tok.config},
-        "tokenizer": {
-            "image_size": tok.image_size,
-            "max_tokens": tok.max_tokens,
-            "vocab_sizes": list(tok.vocab_sizes),
-            "bits_per_token": bits_per_token(tok.vocab_sizes),
-        },
-        "perceptual": getattr(perceptual, "metric_name", None),
-        "fid": "rfid" in vistok[0],
-        "vistok": vistok,
-        "codebook_usage": usage_summary(ids, tok.vocab_sizes),
-        "codecs": codecs,
-        "codecs_at_k": codecs_at_k(vistok, codecs) if codecs else [],
-    }
+    return (json.dumps(plain(report), indent=2, allow_nan=False) + "\n").encode()
 
 
 def metric_columns(report: dict) -> list[tuple[str, str, int]]:
@@ -148,36 +73,69 @@ def _fmt(value: float | None, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+def _cells(values: dict, cols: list[tuple[str, str, int]]) -> list[str]:
+    return [_fmt(values.get(key), digits) for key, _, digits in cols]
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
 def main_table(report: dict) -> str:
-    """Markdown: per k, the tokenizer's row, then each codec at the quality nearest its bytes."""
+    """Markdown: the tokenizer's metrics, one row per k."""
     cols = metric_columns(report)
-    head = ["method", "k / quality", "bytes"] + [title for _, title, _ in cols]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    at_k = {entry["k"]: entry for entry in report.get("codecs_at_k", [])}
     steps = report.get("encode", {}).get("refine_steps", 0)
-    name = f"vistok (refined {steps})" if steps else "vistok"
-    for row in report["vistok"]:
-        rows = [(name, f"k={row['k']}", row)]
-        for codec, near in at_k.get(row["k"], {}).items():
-            if isinstance(near, dict) and "nearest" in near:
-                point = near["nearest"]
-                rows.append((f"{CODEC_TITLES[codec]} (nearest)", f"q={point['quality']}", point))
-        for method, setting, values in rows:
-            cells = [method, setting, _fmt(values["bytes_per_image"], 1)]
-            cells += [_fmt(values.get(key), digits) for key, _, digits in cols]
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    head = ["k", "bytes"] + [title for _, title, _ in cols]
+    rows = [
+        [str(r["k"]), _fmt(r["bytes_per_image"], 1)] + _cells(r, cols) for r in report["vistok"]
+    ]
+    title = f"vistok, refined tokens ({steps} steps)" if steps else "vistok"
+    return f"**{title}**\n\n" + _table(head, rows)
 
 
-def _sweep_table(report: dict, codec: str) -> str:
+def equal_bytes_section(report: dict) -> str:
+    """Markdown: each codec's metrics at k's bytes (interpolated between measured qualities),
+    only where k's bytes lie inside the codec's range; otherwise one line saying how small the
+    codec's smallest file is, and what it scores."""
+    codecs = report.get("codecs") or {}
+    if not codecs:
+        return ""
+    key, title, digits = next(
+        (c for c in metric_columns(report) if c[0] == "psnr"), metric_columns(report)[0]
+    )
+    parts, head, rows = [], ["k", "bytes", f"vistok {title}"], []
+    for codec in codecs:
+        head.append(f"{CODEC_TITLES[codec]} {title}")
+    for entry, row in zip(report["codecs_at_k"], report["vistok"], strict=True):
+        inside = [entry[c]["interpolated"] for c in codecs]
+        if any(v is not None for v in inside):
+            cells = [_fmt(v[key], digits) if v is not None else "out of range" for v in inside]
+            rows.append([str(row["k"]), _fmt(row["bytes_per_image"], 1), _fmt(row[key], digits)])
+            rows[-1] += cells
+    if rows:
+        parts.append(_table(head, rows))
+    top = report["vistok"][-1]
+    for codec, codec_rows in codecs.items():
+        low = min(codec_rows, key=lambda r: r["bytes_per_image"])
+        if low["bytes_per_image"] > top["bytes_per_image"]:
+            parts.append(
+                f"- {CODEC_TITLES[codec]}'s smallest file (q={low['quality']}) is "
+                f"{_fmt(low['bytes_per_image'], 1)} B at {title} {_fmt(low.get(key), digits)}: "
+                f"larger than every token budget here (vistok k={top['k']}: "
+                f"{_fmt(top['bytes_per_image'], 1)} B at {_fmt(top.get(key), digits)})."
+            )
+    return "\n\n".join(parts)
+
+
+def sweep_table(report: dict, codec: str) -> str:
     cols = metric_columns(report)
     head = ["quality", "bytes"] + [title for _, title, _ in cols]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in report["codecs"][codec]:
-        cells = [str(row["quality"]), _fmt(row["bytes_per_image"], 1)]
-        cells += [_fmt(row.get(key), digits) for key, _, digits in cols]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [
+        [str(r["quality"]), _fmt(r["bytes_per_image"], 1)] + _cells(r, cols)
+        for r in report["codecs"][codec]
+    ]
+    return _table(head, rows)
 
 
 def _usage_section(usage: dict) -> str:
@@ -214,21 +172,21 @@ def _meta_section(meta: dict) -> str:
 
 def tokenizer_markdown(report: dict) -> str:
     tok, meta = report["tokenizer"], report["meta"]
+    where = f"{meta['data']} / {meta['split']}" if meta.get("split") else meta["data"]
     intro = (
-        f"# vistok eval: {report['model']['name']} on {meta['data']} / {meta['split']} "
-        f"({meta['num_images']} images)\n\n"
+        f"# vistok eval: {report['model']['name']} on {where} ({meta['num_images']} images)\n\n"
         f"Model: `{report['model']['path']}`, K = {tok['max_tokens']}, "
-        f"{tok['image_size']} px.\n\n"
-        f"Bytes: tokens at {tok['bits_per_token']:.3f} bits each (vocabularies "
-        f"{tok['vocab_sizes']}); codecs as whole files. rFID / KID against the originals; "
-        f"perceptual distance: {report['perceptual'] or 'none'}. Codec rows: the quality whose "
-        "mean bytes per image is nearest each k's."
+        f"{tok['image_size']} px. Bytes: tokens at {tok['bits_per_token']:.3f} bits each "
+        f"(vocabularies {tok['vocab_sizes']}); codecs as whole files. rFID / KID against the "
+        f"originals; perceptual distance: {report['perceptual'] or 'none'}."
     )
     parts = [intro, main_table(report)]
+    if report["codecs"]:
+        parts += ["## At equal bytes", equal_bytes_section(report)]
     for codec in report["codecs"]:
-        parts += [f"## {CODEC_TITLES[codec]} sweep", _sweep_table(report, codec)]
+        parts += [f"## {CODEC_TITLES[codec]}, every quality", sweep_table(report, codec)]
     parts += [_usage_section(report["codebook_usage"]), _meta_section(meta)]
-    return "\n\n".join(parts) + "\n"
+    return "\n\n".join(p for p in parts if p) + "\n"
 
 
 def generator_markdown(report: dict) -> str:
@@ -318,17 +276,43 @@ def grid_png(rows: list[tuple[str, Tensor]], min_side: int = 64) -> bytes:
     return buf.getvalue()
 
 
-def tokenizer_files(report: dict, grid: list[tuple[str, Tensor]]) -> dict[str, bytes]:
-    """Every output of ``vistok eval tokenizer``, rendered."""
-    return {
+def tokenizer_files(result: Any) -> dict[str, bytes]:
+    """Every output of a tokenizer evaluation, rendered: report.json, report.md, two plots and
+    the reconstruction grid."""
+    report = result.to_dict()
+    files = {
         "report.json": to_json(report),
-        "report.md": tokenizer_markdown(_plain(report)).encode(),
+        "report.md": tokenizer_markdown(plain(report)).encode(),
         "metric_vs_k.png": plot_vs_k(report),
         "metric_vs_bytes.png": plot_vs_bytes(report),
-        "reconstructions.png": grid_png(grid),
     }
+    if result.grid:
+        files["reconstructions.png"] = grid_png(result.grid)
+    return files
 
 
-def generator_files(report: dict) -> dict[str, bytes]:
-    """Every output of ``vistok eval generator``, rendered."""
+def generator_files(result: Any) -> dict[str, bytes]:
+    """Every output of a generator evaluation, rendered."""
+    report = result.to_dict()
     return {"report.json": to_json(report), "report.md": generator_markdown(report).encode()}
+
+
+def write_report(result: Any, out: str | Path) -> list[Path]:
+    """Render and write every file of a `TokenizerEvaluation` or `GeneratorEvaluation`."""
+    kind = result.to_dict()["kind"]
+    files = tokenizer_files(result) if kind == "tokenizer" else generator_files(result)
+    return write_files(out, files)
+
+
+def write_json(result: Any, path: str | Path) -> Path:
+    """report.json alone."""
+    return atomic_write(path, to_json(result.to_dict()))
+
+
+def write_markdown(result: Any, path: str | Path) -> Path:
+    """report.md alone."""
+    report = plain(result.to_dict())
+    text = (
+        tokenizer_markdown(report) if report["kind"] == "tokenizer" else generator_markdown(report)
+    )
+    return atomic_write(path, text.encode())

@@ -17,14 +17,9 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+from tokenizers_vis.cli.common import ArgumentParser
+
 SPLITS = ("train", "val", "test")
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage mistakes give one line on stderr and status 2, like every other user error."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _spec(text: str) -> str:
@@ -46,7 +41,7 @@ def _size(text: str) -> int:
     return value
 
 
-def _build(spec: str, split: str, size: int, args: argparse.Namespace):
+def _build(spec: str, split: str, size: int, args: argparse.Namespace, **extra):
     from tokenizers_vis.data.build import build_dataset, parse_spec
 
     name = parse_spec(spec)[0]
@@ -55,18 +50,38 @@ def _build(spec: str, split: str, size: int, args: argparse.Namespace):
         kwargs = {"deterministic": True, "seed": args.seed}
         if getattr(args, "crops", None):
             kwargs["crops_per_epoch"] = args.crops
-    return build_dataset(spec, split, size, **kwargs)
+    return build_dataset(spec, split, size, **kwargs, **extra)
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
+    from tokenizers_vis.data.build import parse_spec
     from tokenizers_vis.data.shards import pack_dataset
     from tokenizers_vis.data.transforms import BadImageWarning
 
     spec = _spec(args.src)
+    # Every split is built (and its files checked) before anything is written: a mistake in the
+    # data stops the command with nothing on disk. A split the path hash gives no image (a small
+    # folder) is packed empty, with a warning, so that its index says 0.
+    empty_ok = {"allow_empty": True} if parse_spec(spec)[0] == "folder" else {}
+    built, caught = {}, []
     for split in args.split or SPLITS:
-        with warnings.catch_warnings(record=True) as caught:  # counted in the summary instead
+        with warnings.catch_warnings(record=True) as seen:  # counted in the summary instead
             warnings.simplefilter("always")
-            ds = _build(spec, split, args.size, args)
+            built[split] = _build(spec, split, args.size, args, **empty_ok)
+        caught += [w for w in seen if not issubclass(w.category, BadImageWarning)]
+    if not any(len(ds) for ds in built.values() if hasattr(ds, "__len__")) and all(
+        hasattr(ds, "__len__") for ds in built.values()
+    ):
+        skipped = sum((getattr(ds, "skipped", Counter()) for ds in built.values()), Counter())
+        why = ", ".join(f"{r}: {n}" for r, n in skipped.most_common()) or "no image files"
+        raise FileNotFoundError(f"no readable images in {args.src} ({why}); nothing written")
+    for split, ds in built.items():
+        if hasattr(ds, "__len__") and len(ds) == 0:
+            print(
+                f"warning: split {split!r} has no images ({args.src} is small: the path hash "
+                "gives each split its share); its index records 0",
+                file=sys.stderr,
+            )
         summary = pack_dataset(
             ds,
             args.out,
@@ -83,9 +98,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
             f"{split}: {summary.written} images in {len(summary.shards)} shards, "
             f"{summary.skipped.total()} skipped ({skipped})"
         )
-        for w in caught:
-            if not issubclass(w.category, BadImageWarning):  # those are in the summary
-                print(f"warning: {w.message}", file=sys.stderr)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     print(f"wrote {Path(args.out).resolve()}")
     return 0
 
@@ -210,7 +224,7 @@ def _fill(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `vistok data ...`; returns the exit status (2 for user mistakes)."""
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="vistok data",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -1,4 +1,4 @@
-"""`vistok export CKPT OUT_DIR`: a training checkpoint -> a pretrained directory.
+"""A training checkpoint -> a pretrained directory (`vistok export CKPT OUT_DIR` calls `export`).
 
 Lightning checkpoints are for resuming; a pretrained directory (config.json + model.safetensors) is
 what users load. This is the one place that unwraps training wrappers: EMA (Lightning's weight
@@ -8,8 +8,6 @@ averaging stores the averaged weights as `state_dict`), `torch.compile` (`_orig_
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,25 +85,3 @@ def lineage(init_from: str | None, global_step: int | None) -> dict[str, Any]:
     if isinstance(before, int) and isinstance(global_step, int):
         out["total_steps"] = before + global_step
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vistok export", description=__doc__.splitlines()[0])
-    parser.add_argument("ckpt", type=Path, help="Lightning checkpoint (.ckpt)")
-    parser.add_argument("out_dir", type=Path, help="pretrained directory to write")
-    parser.add_argument("--weights", choices=["ema", "raw"], default="ema")
-    args = parser.parse_args(argv)
-    if not args.ckpt.is_file():
-        print(f"vistok export: error: {args.ckpt} is not a file", file=sys.stderr)
-        return 2
-    try:
-        out = export(args.ckpt, args.out_dir, args.weights)
-    except (ValueError, KeyError, RuntimeError) as err:
-        print(f"vistok export: error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

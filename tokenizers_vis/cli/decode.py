@@ -1,0 +1,109 @@
+"""`vistok decode`: .vtok token files (and .vtoks containers) -> images at their original size.
+
+    vistok decode photo.vtok                         # photo.png beside it
+    vistok decode photo.vtok -o photo.webp           # format from the name (lossless WebP)
+    vistok decode tokens/ -o images/ --format jpeg --quality 90
+    vistok decode set.vtoks -o set/                  # every record, named as encoded
+
+Without --model the file's header names the tokenizer, and a shipped model with that identity
+is used. Files from another tokenizer, truncated or corrupted files are refused, each with its
+reason. Exit status: 0 all decoded, 1 some failed, 2 usage error, 130 / 143 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tokenizers_vis.cli.encode import Parser, add_runtime, guarded, load_codec, number, report
+from tokenizers_vis.codec.container import Container, is_container
+from tokenizers_vis.codec.files import FORMATS, decode_files
+from tokenizers_vis.codec.format import VtokError, read_header
+from tokenizers_vis.codec.identity import find_shipped
+from tokenizers_vis.codec.paths import UsageError, expand
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="vistok decode",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="FILE", help=".vtok / .vtoks files, folders")
+    parser.add_argument("-o", "--output", help="output file (one input) or directory")
+    parser.add_argument("--format", choices=list(FORMATS), help="default: from -o's name, or png")
+    parser.add_argument(
+        "--quality", type=number(int, 0, 100), help="WebP / JPEG quality (default lossless / 95)"
+    )
+    parser.add_argument(
+        "--num-steps", type=number(int, 1), help="sampling steps (sampling decoders)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (sampling decoders)")
+    add_runtime(parser, model_default=None)
+    return parser
+
+
+def _first_header(inputs: list[str]):
+    """The header of the first readable input, to find the model that wrote it."""
+    files, _, _, _ = expand(inputs, frozenset({".vtok", ".vtoks"}))
+    for path, _ in files:
+        try:
+            if is_container(path):
+                with Container(path) as box:
+                    data = box[0] if len(box) else b""
+            else:
+                data = path.read_bytes()
+            return read_header(data)[0]
+        except (OSError, VtokError, IndexError):
+            continue
+    return None
+
+
+def pick_model(inputs: list[str]) -> str:
+    """--model's default: the shipped model whose identity the first file names."""
+    header = _first_header(inputs)
+    if header is None:
+        raise UsageError("no readable .vtok input to take the model from; pass --model")
+    found = find_shipped(header.tokenizer_id)
+    if found is None:
+        raise UsageError(
+            f"the files were written by tokenizer {header.tokenizer_id.hex()}, which is not a "
+            "shipped model; pass --model DIR"
+        )
+    return str(found)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `vistok decode`; returns the exit status."""
+    prog = "vistok decode"
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+    def run() -> int:
+        fmt = args.format
+        if fmt is None and args.output and len(args.inputs) == 1:
+            suffix = Path(args.output).suffix.lower()
+            fmt = next((f for f, s in FORMATS.items() if suffix in (s, f".{f}")), None)
+        model = args.model or pick_model(args.inputs)
+        codec = load_codec(prog, model, args)
+        summary = decode_files(
+            codec,
+            args.inputs,
+            args.output,
+            fmt=fmt or "png",
+            quality=args.quality,
+            num_steps=args.num_steps,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+        return report(prog, summary)
+
+    return guarded(prog, run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

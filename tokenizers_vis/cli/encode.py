@@ -1,0 +1,186 @@
+"""`vistok encode`: images -> .vtok token files (or one .vtoks container).
+
+    vistok encode photo.jpg                          # photo.vtok beside it, shipped model
+    vistok encode photo.jpg -o small.vtok --tokens 16
+    vistok encode photos/ -o tokens/ --target-psnr 24 # tree mirrored, k chosen per tile
+    vistok encode 'shots/**/*.png' -o set.vtoks      # one container for a data set
+
+Exit status: 0 all encoded, 1 some inputs failed (each listed with its reason), 2 usage error,
+130 / 143 interrupted by SIGINT / SIGTERM (finished outputs kept, no partial file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from tokenizers_vis.codec.api import Codec, EncodeOptions
+from tokenizers_vis.codec.atomic import Interrupted, interruptible
+from tokenizers_vis.codec.files import Summary, encode_files
+from tokenizers_vis.codec.layout import LAYOUTS
+from tokenizers_vis.codec.paths import UsageError
+from tokenizers_vis.data.transforms import MAX_PIXELS
+from tokenizers_vis.hub import PretrainedError
+from tokenizers_vis.precision import PRECISIONS, resolve_precision
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage mistakes give one line on stderr and status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def number(kind: type, low: float | None = None, high: float | None = None) -> Callable:
+    """An argparse type: `kind` within [low, high] (None = unbounded), one-line errors."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {kind.__name__}: {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"{'-inf' if low is None else low}..{'inf' if high is None else high}"
+            raise argparse.ArgumentTypeError(f"must be in {bounds}, got {text}")
+        return value
+
+    return parse
+
+
+def add_runtime(parser: argparse.ArgumentParser, model_default: str | None) -> None:
+    """Options every codec command shares: model, device, precision, batch, overwrite, quiet."""
+    parser.add_argument(
+        "--model",
+        default=model_default,
+        help="shipped model name or pretrained directory (default: "
+        + (model_default or "the shipped model that wrote the files")
+        + ")",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    parser.add_argument("--batch-size", type=number(int, 1), default=64, help="tiles per batch")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def load_codec(prog: str, model: str, args: argparse.Namespace) -> Codec:
+    """The codec, or UsageError naming what is wrong with --model / --device."""
+    try:
+        codec = Codec.from_pretrained(
+            model, device=args.device, precision=args.precision, batch_size=args.batch_size
+        )
+    except PretrainedError as err:
+        raise UsageError(f"--model: {err}") from None
+    except ValueError as err:  # pick_device / resolve_precision
+        raise UsageError(f"--device: {err}") from None
+    if not args.quiet:
+        choice = resolve_precision(args.precision, codec.device)
+        print(
+            f"{prog}: model {model} (id {codec.identity.hex()}) on {codec.device}, {choice.name}",
+            file=sys.stderr,
+        )
+    return codec
+
+
+def report(prog: str, summary: Summary) -> int:
+    """Failures on stderr (one line each), the summary line on stdout; the exit status."""
+    for failure in summary.failures:
+        print(f"{prog}: failed: {failure.path}: {failure.reason}", file=sys.stderr)
+    print(summary.line())
+    return 0 if summary.ok else 1
+
+
+def guarded(prog: str, run: Callable[[], int]) -> int:
+    """Run a command: user mistakes -> one line and 2; SIGINT / SIGTERM -> 130 / 143."""
+    try:
+        with interruptible():
+            return run()
+    except UsageError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. an output folder that cannot be created
+        print(f"{prog}: error: {err.strerror}: {err.filename}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (SIGINT); no partial output was left", file=sys.stderr)
+        return 130
+    except Interrupted as err:
+        print(f"{prog}: interrupted ({err}); no partial output was left", file=sys.stderr)
+        return 128 + err.signum
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="vistok encode",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, globs")
+    parser.add_argument(
+        "-o", "--output", help="output file (one input) or directory; .vtoks: one container"
+    )
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--tokens", type=number(int, 1), help="k tokens per tile (default: K)")
+    length.add_argument(
+        "--target-psnr",
+        type=number(float, 0.0),
+        metavar="DB",
+        help="smallest k per tile meeting it",
+    )
+    parser.add_argument("--refine-steps", type=number(int, 0), default=0, help="refinement steps")
+    parser.add_argument(
+        "--layout", choices=LAYOUTS, default="tile", help="see docs/token-format.md"
+    )
+    parser.add_argument(
+        "--scale", type=number(float, 0.0, 1.0), default=1.0, help="tile layout: resample first"
+    )
+    parser.add_argument("--append", action="store_true", help="add to an existing .vtoks")
+    parser.add_argument(
+        "--max-pixels", type=number(int, 1), default=MAX_PIXELS, help="larger images fail"
+    )
+    add_runtime(parser, model_default="emoji32")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `vistok encode`; returns the exit status."""
+    prog = "vistok encode"
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse printed its one line (or the help)
+        return int(exit_.code or 0)
+
+    def run() -> int:
+        if args.scale == 0:
+            raise UsageError("--scale must be > 0")
+        options = EncodeOptions(
+            num_tokens=args.tokens,
+            target_psnr=args.target_psnr,
+            layout=args.layout,
+            scale=args.scale,
+            refine_steps=args.refine_steps,
+        )
+        codec = load_codec(prog, args.model, args)
+        try:
+            codec.check_options(options)
+        except ValueError as err:
+            raise UsageError(str(err).replace("num_tokens", "--tokens")) from None
+        summary = encode_files(
+            codec,
+            args.inputs,
+            args.output,
+            options,
+            overwrite=args.overwrite,
+            append=args.append,
+            max_pixels=args.max_pixels,
+            progress=not args.quiet,
+        )
+        return report(prog, summary)
+
+    return guarded(prog, run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,183 @@
+"""`vistok eval`: rFID / gFID offline, reconstruction metrics, token-count sweeps, JPEG / WebP.
+
+    vistok eval tokenizer --model DIR|NAME --data SPEC [--split test] [--num-images N]
+        [--batch-size B] [--ks 1,2,4] [--codecs jpeg,webp|none] [--qualities 5,50,90]
+        [--no-fid] [--perceptual inception|lpips_vgg|auto|none] [--refine-steps N]
+        [--out DIR] [--seed S] [--device auto|cpu|cuda] [--precision auto|bf16|fp32]
+        [--cache-dir DIR] [--no-codec-cache] [--quiet]
+    vistok eval generator --samples DIR|FILE.npz --data SPEC [--split test] [--num-images N]
+        [--size S] [--batch-size B] [--out DIR] [--seed S] [--device D] [--cache-dir DIR]
+
+A thin layer over `tokenizers_vis.evaluation` (evaluate_tokenizer / evaluate_generator, then
+write_report); see that module for what is measured and how. User mistakes print one line on
+stderr and exit with status 2. Nothing is written until every number is computed, and then each
+file atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from tokenizers_vis.cli.common import ArgumentParser, int_list, non_negative, positive
+from tokenizers_vis.evaluation import (
+    EvaluationError,
+    evaluate_generator,
+    evaluate_tokenizer,
+    write_report,
+)
+from tokenizers_vis.evaluation.inputs import PERCEPTUAL_KINDS
+from tokenizers_vis.evaluation.report import equal_bytes_section, main_table
+from tokenizers_vis.precision import PRECISIONS
+
+
+def output_dir(out: Path | None, *parts: str) -> Path:
+    slug = "_".join(Path(p).name or p for p in parts).replace(":", "-")
+    out = out if out is not None else Path("out") / "eval" / slug  # out/ is git-ignored
+    if out.exists() and not out.is_dir():
+        raise EvaluationError(f"--out {out} exists and is not a directory")
+    return out
+
+
+def write(result, out: Path) -> list[Path]:
+    try:
+        return write_report(result, out)
+    except OSError as err:  # e.g. a read-only or full disk: nothing half-written, say where
+        raise EvaluationError(f"--out {out}: cannot write: {err}") from None
+
+
+def cmd_tokenizer(args: argparse.Namespace) -> int:
+    out = output_dir(args.out, args.model, args.data.split(":")[0], args.split)
+    result = evaluate_tokenizer(
+        args.model,
+        args.data,
+        split=args.split,
+        num_images=args.num_images,
+        ks=args.ks,
+        codecs=args.codecs,
+        qualities=args.qualities,
+        fid=not args.no_fid,
+        perceptual=args.perceptual,
+        refine_steps=args.refine_steps,
+        refine_lr=args.refine_lr,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        codec_cache=not args.no_codec_cache,
+        progress=not args.quiet,
+    )
+    result.meta["command"] = "vistok eval " + " ".join(args.argv)
+    written = write(result, out)
+    report = result.to_dict()
+    print(main_table(report))
+    if result.codecs:
+        print("\nAt equal bytes:\n" + equal_bytes_section(report))
+    print(f"wrote {', '.join(p.name for p in written)} to {out}")
+    return 0
+
+
+def cmd_generator(args: argparse.Namespace) -> int:
+    out = output_dir(args.out, args.samples.stem, args.data.split(":")[0], args.split)
+    result = evaluate_generator(
+        args.samples,
+        args.data,
+        split=args.split,
+        num_images=args.num_images,
+        size=args.size,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        progress=not args.quiet,
+    )
+    result.meta["command"] = "vistok eval " + " ".join(args.argv)
+    written = write(result, out)
+    print(f"gFID {result.gfid:.3f}  KID {result.kid_mean:.5f} +- {result.kid_std:.5f}")
+    print(f"wrote {', '.join(p.name for p in written)} to {out}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="data spec: emoji, photos, folder:DIR, shards:..")
+    p.add_argument("--split", default="test", help="split of --data (default: test)")
+    p.add_argument("--num-images", type=positive, help="first N images of the split (default all)")
+    p.add_argument("--batch-size", type=positive, default=32, help="images per batch")
+    p.add_argument("--out", type=Path, help="output folder (default out/eval/<run name>)")
+    p.add_argument("--seed", type=int, default=0, help="seeds sampling decoders and KID subsets")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="caches: DIR/fid_reference (features of the originals), DIR/codec_baselines "
+        "(JPEG / WebP rows); default: vistok's cache folder",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog="vistok eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{tokenizer,generator}")
+    tok = sub.add_parser("tokenizer", help="rFID, PSNR, SSIM, ... per token count, vs JPEG / WebP")
+    tok.add_argument("--model", required=True, help="pretrained directory or shipped name")
+    _common(tok)
+    tok.add_argument("--ks", type=int_list, help="token counts (default 1,2,4,...,K)")
+    tok.add_argument("--codecs", default="jpeg,webp", help="baselines: jpeg, webp or none")
+    tok.add_argument("--qualities", type=int_list, help="codec qualities (default: all)")
+    tok.add_argument("--no-fid", action="store_true", help="skip rFID / KID (fast)")
+    tok.add_argument(
+        "--refine-steps",
+        type=non_negative,
+        default=0,
+        help="encoder-side refinement steps per batch (slower encode, same bytes; default 0)",
+    )
+    tok.add_argument("--refine-lr", type=float, default=0.1, help="refinement step size")
+    tok.add_argument(
+        "--no-codec-cache", action="store_true", help="recompute JPEG / WebP rows, cache nothing"
+    )
+    tok.add_argument(
+        "--perceptual", choices=PERCEPTUAL_KINDS, default="inception", help="perceptual distance"
+    )
+    tok.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (default): bf16 only where the hardware runs it natively, else fp32",
+    )
+    tok.set_defaults(func=cmd_tokenizer)
+    gen = sub.add_parser("generator", help="gFID / KID of samples against a data split")
+    gen.add_argument("--samples", type=Path, required=True, help="folder of images or .npz")
+    _common(gen)
+    gen.add_argument("--size", type=positive, help="reference image size (default: samples')")
+    gen.set_defaults(func=cmd_generator)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `vistok eval ...`; returns the exit status (2 for user mistakes)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse printed usage or help already
+        return int(exit_.code or 0)
+    args.argv = argv
+    try:
+        return args.func(args)
+    except torch.OutOfMemoryError:  # a batch too large for the device is the user's to change
+        message = f"out of memory on {args.device} at --batch-size {args.batch_size}; lower it"
+    except EvaluationError as err:
+        message = " ".join(str(err).split())  # one line, whatever the cause's message
+    print(f"vistok eval {args.command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""`vistok info`: a .vtok file's header and payload size (or a .vtoks container's records).
+
+    vistok info photo.vtok
+    vistok info set.vtoks --json
+
+Needs no model. Exit status: 0 every file read, 1 some file is not a readable .vtok / .vtoks
+(the reason is printed), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tokenizers_vis.cli.encode import Parser
+from tokenizers_vis.codec.container import Container, is_container
+from tokenizers_vis.codec.format import CODINGS, CRC_BYTES, RESERVED_CODINGS, Header, read_header
+
+
+def describe(header: Header, file_bytes: int, payload: int) -> dict[str, Any]:
+    """The header as JSON-able fields, with the byte budget."""
+    k = header.uniform_k
+    w, h = header.size
+    coding = CODINGS.get(header.coding) or RESERVED_CODINGS.get(header.coding, "unknown")
+    return {
+        "version": header.version,
+        "coding": {"id": header.coding, "name": coding},
+        "tokenizer_id": header.tokenizer_id.hex(),
+        "size": list(header.size),
+        "layout": "tile" if header.layout == 0 else "resampled",
+        "coded_size": list(header.coded_size),
+        "tile_size": header.tile_size,
+        "grid": list(header.grid),
+        "tiles": header.num_tiles,
+        "max_tokens": header.max_tokens,
+        "k": k if k is not None else {"min": min(header.lengths), "max": max(header.lengths)},
+        "tokens": header.num_tokens,
+        "vocab_sizes": list(header.vocab_sizes),
+        "bits_per_token": header.bits_per_token,
+        "bytes": {
+            "file": file_bytes,
+            "header": file_bytes - payload - CRC_BYTES,
+            "payload": payload,
+            "checksum": CRC_BYTES,
+        },
+        "bits_per_pixel": 8 * file_bytes / (w * h),
+    }
+
+
+def _lines(name: str, d: dict[str, Any]) -> list[str]:
+    b, k = d["bytes"], d["k"]
+    ks = f"k = {k} per tile" if isinstance(k, int) else f"k = {k['min']}..{k['max']} per tile"
+    cols, rows = d["grid"]
+    cw, ch = d["coded_size"]
+    canvas = "" if d["layout"] == "tile" else f", resampled from a {cw}x{ch} canvas"
+    return [
+        f"{name}: {b['file']} bytes = header {b['header']} + payload {b['payload']} "
+        f"+ checksum {b['checksum']} ({d['bits_per_pixel']:.4f} bits/pixel)",
+        f"  format      .vtok version {d['version']}, payload coding {d['coding']['id']} "
+        f"({d['coding']['name']})",
+        f"  tokenizer   {d['tokenizer_id']}",
+        f"  image       {d['size'][0]}x{d['size'][1]}",
+        f"  layout      {d['layout']}: {cols}x{rows} = {d['tiles']} tiles of "
+        f"{d['tile_size']} px{canvas}",
+        f"  tokens      {ks} (K = {d['max_tokens']}), {d['tokens']} in all",
+        f"  vocabulary  {tuple(d['vocab_sizes'])}: {d['bits_per_token']} bits per token",
+    ]
+
+
+def _container(path: Path) -> tuple[dict[str, Any], list[str]]:
+    out: dict[str, Any] = {"file": str(path), "container": True, "records": []}
+    with Container(path) as box:
+        lines = [f"{path}: .vtoks container, {len(box)} records, {path.stat().st_size} bytes"]
+        if box.damaged_tail:
+            lines.append(f"  warning: an incomplete last record ({box.damaged_tail} bytes)")
+            out["damaged_tail"] = box.damaged_tail
+        for i, (name, data) in enumerate(box):
+            header, payload = read_header(data)
+            d = describe(header, len(data), payload) | {"index": i, "name": name}
+            out["records"].append(d)
+            lines.append(
+                f"  [{i}] {name}: {d['size'][0]}x{d['size'][1]}, {d['tiles']} tiles, "
+                f"{d['tokens']} tokens, {len(data)} bytes"
+            )
+    return out, lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `vistok info`; returns the exit status."""
+    parser = Parser(prog="vistok info", description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    status, documents = 0, []
+    for text in args.files:
+        path = Path(text)
+        try:
+            if is_container(path):
+                doc, lines = _container(path)
+            else:
+                data = path.read_bytes()
+                header, payload = read_header(data)
+                doc = {"file": text} | describe(header, len(data), payload)
+                lines = _lines(text, doc)
+        except OSError as err:
+            print(f"vistok info: {text}: {err.strerror}", file=sys.stderr)
+            status = 1
+            continue
+        except ValueError as err:  # VtokError: not .vtok, truncated, corrupted, newer
+            print(f"vistok info: {text}: {err}", file=sys.stderr)
+            status = 1
+            continue
+        documents.append(doc)
+        if not args.json:
+            print("\n".join(lines))
+    if args.json:
+        print(json.dumps(documents, indent=2))
+    return status
