@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 
 import tokenizers_vis as tv
-from tokenizers_vis.data import build_dataset, to_uint8
 from tokenizers_vis import atomic
 from tokenizers_vis.cli import main as cli
+from tokenizers_vis.data import build_dataset, to_uint8
 from tokenizers_vis.evaluation.inputs import load_samples
 
 N = "8"

@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tokenizers_vis.presets import preset_spec
-from tokenizers_vis.tokenizer import Tokenizer
 from tokenizers_vis.cli import main as cli
 from tokenizers_vis.cli import train
+from tokenizers_vis.presets import preset_spec
+from tokenizers_vis.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ("tokenizer/tiny_cpu_fsq.yaml", "data/emoji16.yaml", "trainer/test.yaml")

@@ -76,7 +76,9 @@ def test_a_renamed_tensor_is_named(model_dir, tmp_path):
     name = sorted(state)[0]
     state["renamed"] = state.pop(name)
     save_file(state, weights)
-    with pytest.raises(PretrainedError, match=f"missing \\['{name}'\\], unexpected \\['renamed'\\]"):
+    with pytest.raises(
+        PretrainedError, match=f"missing \\['{name}'\\], unexpected \\['renamed'\\]"
+    ):
         tv.Tokenizer.from_pretrained(model_dir)
 
 

@@ -16,6 +16,7 @@ from tokenizers_vis.tokenizer import prefix_lengths
 QUANTIZER_SPECS = {
     "fsq": preset_spec("tiny_cpu_fsq")["quantizer"],
     "vq": preset_spec("tiny_cpu_vq")["quantizer"],
+    "factorized": preset_spec("tiny_cpu_fvq")["quantizer"],
 }
 
 

@@ -1,5 +1,6 @@
 """Kill -9 and resume, and two-process DDP over gloo, run the way users run them:
-`python -m tokenizers_vis.cli train fit ...` in a subprocess (Lightning launches the DDP ranks itself).
+`python -m tokenizers_vis.cli train fit ...` in a subprocess (Lightning launches the DDP ranks
+itself).
 """
 
 from __future__ import annotations

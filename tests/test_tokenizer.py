@@ -45,7 +45,7 @@ def test_prefix_ids_agree_and_mixed_lengths_match_single(name: str) -> None:
     assert torch.equal(tok.encode(images, num_tokens=3).ids, full[:, :3])
     lengths = torch.tensor([1, 8, 4])
     mixed = tok.encode(images, num_tokens=lengths)
-    assert mixed.ids.shape == (3, 8, 1) and torch.equal(mixed.lengths, lengths)
+    assert mixed.ids.shape == (3, 8, len(tok.vocab_sizes)) and torch.equal(mixed.lengths, lengths)
     assert int(mixed.ids[0, 1:].abs().sum()) == 0  # padding
     together = tok.decode(mixed)
     for i, k in enumerate(lengths.tolist()):

@@ -17,10 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
+from tokenizers_vis.cli import train
 from tokenizers_vis.data.build import build_dataset
 from tokenizers_vis.presets import preset_spec
 from tokenizers_vis.tokenizer import Tokenizer
-from tokenizers_vis.cli import train
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ("tokenizer/tiny_cpu_fsq.yaml", "data/emoji16.yaml", "trainer/test.yaml")

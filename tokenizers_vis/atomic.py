@@ -1,10 +1,22 @@
-"""Writing files so that a reader sees the old file or the new one, never half of one."""
+"""Writing files so that a reader sees the old file or the new one, never half of one.
+
+A file is written to a hidden temporary name beside its destination (`.NAME.PID.XXXXXXXX.tmp`,
+same directory, so the rename cannot cross file systems), then renamed. `write_atomic(...,
+overwrite=False)` renames by hard link, which fails if the destination appeared meanwhile, so an
+existing file is never replaced. An exception at any point, KeyboardInterrupt included, removes
+the temporary file. `interruptible()` makes SIGTERM raise `Interrupted`, so `kill` unwinds the
+same way Ctrl-C does instead of ending the process mid-write.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -38,3 +50,65 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
             f.write(data)
 
     return atomic_write_with(path, write)
+
+
+class OutputExistsError(FileExistsError):
+    """The destination exists and overwriting was not asked for."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM arrived (SIGINT raises KeyboardInterrupt)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> None:
+    """Write `data` to `path` via a temporary file and a rename.
+
+    Raises:
+        OutputExistsError: `path` exists and `overwrite` is False (nothing is written).
+    """
+    path = Path(path)
+    if not overwrite and os.path.lexists(path):
+        raise OutputExistsError(f"{path} exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)  # fails if the destination appeared since the check
+        except FileExistsError:
+            raise OutputExistsError(f"{path} exists") from None
+        except OSError as err:  # file systems without hard links
+            if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            if os.path.lexists(path):
+                raise OutputExistsError(f"{path} exists") from None
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Within the block, SIGTERM raises `Interrupted` (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

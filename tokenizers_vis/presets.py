@@ -15,6 +15,34 @@ def _vit(patch: int, width: int, depth: int, heads: int, name: str = "vit_1d") -
     return {"name": name, "patch_size": patch, "width": width, "depth": depth, "num_heads": heads}
 
 
+def _vq(codebook_size: int, dim: int) -> dict[str, Any]:
+    """L2-normalised VQ with EMA codes and dead-code restarts (the emoji VQ presets' recipe)."""
+    return {
+        "name": "vq",
+        "codebook_size": codebook_size,
+        "dim": dim,
+        "ema_decay": 0.99,
+        "dead_code_threshold": 0.01,
+    }
+
+
+def _emoji32(max_tokens: int, quantizer: dict[str, Any]) -> dict[str, Any]:
+    """`emoji32_fsq`'s encoder, decoder and token drop around another quantizer."""
+    return {
+        "image_size": 32,
+        "max_tokens": max_tokens,
+        "encoder": _vit(4, 192, 4, 4, "registers"),
+        "decoder": _vit(4, 192, 6, 4),
+        "quantizer": quantizer,
+        "token_drop": {"name": "nested_dropout", "sampling": "uniform_pow2", "drop_prob": 0.8},
+    }
+
+
+def _rf(patch: int, width: int, depth: int, heads: int, **extra: Any) -> dict[str, Any]:
+    """Rectified-flow decoder (decoders/rectified_flow.py): DiT blocks, token prefix in context."""
+    return _vit(patch, width, depth, heads, "rectified_flow") | extra
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # Test-sized: a few thousand parameters per block, 16x16 images, 8 tokens.
     "tiny_cpu_fsq": {
@@ -39,6 +67,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "token_drop": {"name": "tail_drop", "sampling": "pow2"},
     },
+    # Factorized (FQGAN-style): two 64-code VQ sub-codebooks, ids (b n 2).
+    "tiny_cpu_fvq": {
+        "image_size": 16,
+        "max_tokens": 8,
+        "encoder": _vit(4, 32, 1, 2, "registers"),
+        "decoder": _vit(4, 32, 1, 2),
+        "quantizer": {
+            "name": "factorized",
+            "quantizers": [{"name": "vq", "codebook_size": 64, "dim": 4}] * 2,
+            "adapter_hidden": 16,
+        },
+        "token_drop": {"name": "nested_dropout", "sampling": "uniform"},
+    },
     # The shipped default: 32x32 emoji, 64 tokens x 12 bits (FSQ 8^4 = 4096 codes) = 96 bytes at
     # k=64.
     "emoji32_fsq": {
@@ -49,6 +90,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "quantizer": {"name": "fsq", "levels": [8, 8, 8, 8]},
         "token_drop": {"name": "nested_dropout", "sampling": "uniform_pow2", "drop_prob": 0.8},
     },
+    # Issue 10's comparison at 96 bytes per image (k = K): plain VQ 4096 x 12, K = 64 (12 bits a
+    # token); factorized VQ 2 x 64 at K = 64 (equal bits per token); factorized VQ 2 x 4096 at
+    # K = 32 (24 bits a token, equal bytes per image). Same encoder, decoder and token drop.
+    "emoji32_vq": _emoji32(64, _vq(4096, 12)),
+    "emoji32_fvq_2x64": _emoji32(64, {"name": "factorized", "quantizers": [_vq(64, 6)] * 2}),
+    "emoji32_fvq_2x4096_k32": _emoji32(
+        32, {"name": "factorized", "quantizers": [_vq(4096, 12)] * 2}
+    ),
+    # emoji32_fsq's encoder, quantizer and token drop with a rectified-flow decoder of the ViT
+    # decoder's size (4.2M parameters): the same tokens decode both ways. Train it on the shipped
+    # emoji32's frozen tokens (configs/tokenizer/emoji32_fsq_rf_decoder.yaml) or end to end.
+    "emoji32_fsq_rf": _emoji32(64, {"name": "fsq", "levels": [8, 8, 8, 8]})
+    | {"decoder": _rf(4, 192, 6, 4, num_steps=25)},
     # TiTok-B-64 (Yu et al., 2024): ViT-B/16 encoder and decoder, 64 tokens, VQ 4096 x 12.
     "titok_b64_vq": {
         "image_size": 256,
@@ -59,13 +113,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "token_drop": {"name": "tail_drop", "sampling": "uniform", "drop_prob": 0.0},
     },
     # FlexTok-like (Bachmann et al., 2025): causal registers, FSQ 64,000 codes, nested dropout over
-    # powers of two. FlexTok decodes with rectified flow; the deterministic decoder stands in until
-    # the rectified-flow decoder lands.
+    # powers of two. FlexTok decodes with rectified flow (flextok_d12_fsq_rf); this one with the
+    # deterministic decoder.
     "flextok_d12_fsq": {
         "image_size": 256,
         "max_tokens": 256,
         "encoder": _vit(8, 768, 12, 12, "registers") | {"qk_norm": True},
         "decoder": _vit(8, 768, 12, 12) | {"qk_norm": True},
+        "quantizer": {"name": "fsq", "levels": [8, 8, 8, 5, 5, 5]},
+        "token_drop": {"name": "nested_dropout", "sampling": "pow2"},
+    },
+    # FlexTok's decoding: a d12 rectified-flow decoder, here in pixel space (16-px patches).
+    # FlexTok's latent space: decoder={"vae": "/local/AutoencoderKL/dir", "patch_size": 2}.
+    "flextok_d12_fsq_rf": {
+        "image_size": 256,
+        "max_tokens": 256,
+        "encoder": _vit(8, 768, 12, 12, "registers") | {"qk_norm": True},
+        "decoder": _rf(16, 768, 12, 12, qk_norm=True, guidance_scale=1.5),
         "quantizer": {"name": "fsq", "levels": [8, 8, 8, 5, 5, 5]},
         "token_drop": {"name": "nested_dropout", "sampling": "pow2"},
     },

@@ -15,8 +15,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from tokenizers_vis.atomic import Interrupted, interruptible
 from tokenizers_vis.codec.api import Codec, EncodeOptions
-from tokenizers_vis.codec.atomic import Interrupted, interruptible
 from tokenizers_vis.codec.files import Summary, encode_files
 from tokenizers_vis.codec.layout import LAYOUTS
 from tokenizers_vis.codec.paths import UsageError

@@ -2,7 +2,7 @@
 
     vistok eval tokenizer --model DIR|NAME --data SPEC [--split test] [--num-images N]
         [--batch-size B] [--ks 1,2,4] [--codecs jpeg,webp|none] [--qualities 5,50,90]
-        [--no-fid] [--perceptual inception|lpips_vgg|auto|none] [--refine-steps N]
+        [--no-fid] [--perceptual inception|lpips_vgg|auto|none] [--refine-steps N] [--num-steps S]
         [--out DIR] [--seed S] [--device auto|cpu|cuda] [--precision auto|bf16|fp32]
         [--cache-dir DIR] [--no-codec-cache] [--quiet]
     vistok eval generator --samples DIR|FILE.npz --data SPEC [--split test] [--num-images N]
@@ -63,6 +63,7 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
         perceptual=args.perceptual,
         refine_steps=args.refine_steps,
         refine_lr=args.refine_lr,
+        num_steps=args.num_steps,
         batch_size=args.batch_size,
         device=args.device,
         precision=args.precision,
@@ -140,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="encoder-side refinement steps per batch (slower encode, same bytes; default 0)",
     )
     tok.add_argument("--refine-lr", type=float, default=0.1, help="refinement step size")
+    tok.add_argument(
+        "--num-steps", type=positive, help="sampling decoders' steps (default: the model's)"
+    )
     tok.add_argument(
         "--no-codec-cache", action="store_true", help="recompute JPEG / WebP rows, cache nothing"
     )

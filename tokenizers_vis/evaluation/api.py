@@ -38,7 +38,7 @@ from tokenizers_vis.evaluation.cache import CodecCache
 from tokenizers_vis.evaluation.inputs import EvaluationError
 from tokenizers_vis.precision import cpu_model_name, pick_device, resolve_precision
 
-RATE_KEYS = ("k", "quality", "bits_per_image", "bytes_per_image")
+RATE_KEYS = ("k", "quality", "bits_per_image", "bytes_per_image", "seconds_per_image")
 
 
 @dataclass
@@ -204,6 +204,7 @@ def evaluate_tokenizer(
     perceptual: str = "inception",
     refine_steps: int = 0,
     refine_lr: float = 0.1,
+    num_steps: int | None = None,
     batch_size: int = 32,
     device: str | torch.device = "auto",
     precision: str = "auto",
@@ -227,6 +228,7 @@ def evaluate_tokenizer(
         fid: measure rFID / KID (TF-Inception, offline).
         perceptual: "inception", "lpips_vgg", "auto" or "none".
         refine_steps: encoder-side refinement steps (slower encode, same bytes).
+        num_steps: sampling steps of a sampling decoder (rectified flow; default: the model's).
         precision: "auto" (bf16 only where the hardware runs it natively), "bf16" or "fp32".
         cache_dir: root of the reference-feature and codec caches (default vistok's).
         codec_cache: reuse and store codec rows.
@@ -260,7 +262,9 @@ def evaluate_tokenizer(
         images, batch_size, dev, extractor if fid else None, ref, meter_perceptual, seed, progress
     )
     ids = scoring.encode_all(tok, images, batch_size, precision, refine_steps, refine_lr, progress)
-    rows = scoring.sweep_tokens(tok, ids, ks, scorer, seed, precision)
+    rows = scoring.sweep_tokens(tok, ids, ks, scorer, seed, precision, num_steps)
+    # Timings vary run to run; the rows stay deterministic and the timings go to the run's meta.
+    timings = {str(r["k"]): round(r.pop("seconds_per_image"), 6) for r in rows}
     perceptual_name = getattr(meter_perceptual, "metric_name", None)
     context = {
         "fid": fid,
@@ -270,10 +274,11 @@ def evaluate_tokenizer(
     }
     cache = CodecCache(_cache(root, "codec_baselines") if codec_cache else None, images, context)
     codec_rows = scoring.sweep_codecs(plan, scorer, cache)
-    grid = scoring.reconstruction_rows(tok, ids, images, ks, seed, grid_images)
+    grid = scoring.reconstruction_rows(tok, ids, images, ks, seed, grid_images, num_steps)
     meta = run_meta(
         spec, split, images.shape[0], dev, precision, seed=seed, batch_size=batch_size,
         extractor=extractor_info, codec_rows_from_cache=cache.hits,
+        decode_and_score_seconds_per_image=timings,
         started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
         wall_time_s=round(time.time() - start, 3),
     )  # fmt: skip
@@ -285,7 +290,7 @@ def evaluate_tokenizer(
         usage=usage_summary(ids, tok.vocab_sizes),
         perceptual=perceptual_name,
         fid=fid,
-        encode={"refine_steps": refine_steps, "refine_lr": refine_lr},
+        encode={"refine_steps": refine_steps, "refine_lr": refine_lr, "num_steps": num_steps},
         meta=meta,
         grid=grid,
     )

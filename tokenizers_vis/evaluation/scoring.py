@@ -7,6 +7,7 @@ Every metric comes from `tokenizers_vis.metrics`; this module only runs them ove
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -129,7 +130,14 @@ def reference(
 
 
 def decode_prefix(
-    tok, ids: Tensor, k: int, seed: int, precision: str, index: slice, x: Tensor
+    tok,
+    ids: Tensor,
+    k: int,
+    seed: int,
+    precision: str,
+    num_steps: int | None,
+    index: slice,
+    x: Tensor,
 ) -> tuple[Tensor, None]:
     """The images that the first k of `ids[index]` decode to, (b 3 h w)."""
     from tokenizers_vis import Tokens
@@ -138,7 +146,8 @@ def decode_prefix(
     # Seeded per batch: sampling decoders (rectified flow) repeat exactly for a fixed seed.
     gen = torch.Generator(device).manual_seed(seed + index.start)
     with autocast(device, precision):
-        images = tok.decode(Tokens(ids[index, :k].to(device)), generator=gen)
+        tokens = Tokens(ids[index, :k].to(device))
+        images = tok.decode(tokens, num_steps=num_steps, generator=gen)
     return images.float(), None
 
 
@@ -179,7 +188,13 @@ def encode_all(
 
 
 def sweep_tokens(
-    tok, ids: Tensor, ks: list[int], scorer: Scorer, seed: int, precision: str = "auto"
+    tok,
+    ids: Tensor,
+    ks: list[int],
+    scorer: Scorer,
+    seed: int,
+    precision: str = "auto",
+    num_steps: int | None = None,
 ) -> list[dict]:
     """One row per k: rate and every metric of the k-token reconstructions."""
     from tokenizers_vis.metrics import bits_per_token
@@ -187,9 +202,13 @@ def sweep_tokens(
     bits = bits_per_token(tok.vocab_sizes)
     rows = []
     for k in tqdm(ks, desc="token counts", disable=not scorer.progress):
-        decode = functools.partial(decode_prefix, tok, ids, k, seed, precision)
+        decode = functools.partial(decode_prefix, tok, ids, k, seed, precision, num_steps)
         row = {"k": k, "bits_per_image": k * bits, "bytes_per_image": k * bits / 8}
-        rows.append({**row, **scorer.score(decode, f"k={k}")})
+        start = time.perf_counter()
+        scores = scorer.score(decode, f"k={k}")
+        # Wall time of decoding and scoring, per image: what a sampling decoder's steps cost.
+        row["seconds_per_image"] = (time.perf_counter() - start) / scorer.images.shape[0]
+        rows.append({**row, **scores})
     return rows
 
 
@@ -212,13 +231,19 @@ def sweep_codecs(
 
 
 def reconstruction_rows(
-    tok, ids: Tensor, images: Tensor, ks: list[int], seed: int, count: int = 8
+    tok,
+    ids: Tensor,
+    images: Tensor,
+    ks: list[int],
+    seed: int,
+    count: int = 8,
+    num_steps: int | None = None,
 ) -> list[tuple[str, Tensor]]:
     """(label, (b, 3, h, w) in [-1, 1]) rows for the grid: the originals, then one per k."""
     index = slice(0, min(count, images.shape[0]))
     originals = next(batches(images[index], count))[1]
     rows = [("original", originals)]
     for k in ks:
-        decoded = decode_prefix(tok, ids, k, seed, "fp32", index, originals)[0]
+        decoded = decode_prefix(tok, ids, k, seed, "fp32", num_steps, index, originals)[0]
         rows.append((f"k={k}", decoded.cpu()))
     return rows

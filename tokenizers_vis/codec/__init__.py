@@ -1,0 +1,65 @@
+"""The `.vtok` token file format and encoding / decoding of image files (spec:
+docs/token-format.md).
+
+    from tokenizers_vis import codec
+    c = codec.Codec.from_pretrained("emoji32")
+    data = c.encode_image("photo.jpg", num_tokens=32)     # .vtok bytes
+    image = c.decode_bytes(data)                          # PIL RGB at the original size
+    header, payload_bytes = codec.read_header(data)
+    summary = codec.encode_files(c, ["photos/"], "out/")  # what `vistok encode` runs
+    with codec.Container("set.vtoks", "a") as box: box.append("name", data)
+"""
+
+from tokenizers_vis.codec.api import Codec, Encoded, EncodeOptions
+from tokenizers_vis.codec.bitpack import bit_width, bit_widths, pack, packed_bytes, unpack
+from tokenizers_vis.codec.container import Container, is_container
+from tokenizers_vis.codec.files import Failure, Summary, decode_files, encode_files
+from tokenizers_vis.codec.format import (
+    FORMAT_VERSION,
+    CorruptedError,
+    Header,
+    NotVtokError,
+    TokenFile,
+    TruncatedError,
+    UnsupportedError,
+    VtokError,
+    WrongTokenizerError,
+    dumps,
+    loads,
+    read_header,
+)
+from tokenizers_vis.codec.identity import directory_identity, model_identity
+from tokenizers_vis.codec.layout import LAYOUTS, coded_size
+
+__all__ = [
+    "FORMAT_VERSION",
+    "LAYOUTS",
+    "Codec",
+    "Container",
+    "CorruptedError",
+    "EncodeOptions",
+    "Encoded",
+    "Failure",
+    "Header",
+    "NotVtokError",
+    "Summary",
+    "TokenFile",
+    "TruncatedError",
+    "UnsupportedError",
+    "VtokError",
+    "WrongTokenizerError",
+    "bit_width",
+    "bit_widths",
+    "coded_size",
+    "decode_files",
+    "directory_identity",
+    "dumps",
+    "encode_files",
+    "is_container",
+    "loads",
+    "model_identity",
+    "pack",
+    "packed_bytes",
+    "read_header",
+    "unpack",
+]

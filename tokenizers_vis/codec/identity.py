@@ -1,0 +1,81 @@
+"""The tokenizer identity stored in every .vtok header: which exact model wrote the ids.
+
+For a pretrained directory it is the first 8 bytes of SHA-256 over `config.json`'s bytes
+followed by `model.safetensors`'s bytes, so any tool reproduces it:
+
+    cat DIR/config.json DIR/model.safetensors | sha256sum | cut -c1-16
+
+Hashing 18 MB takes tens of milliseconds, so the value is cached per directory (keyed by the
+files' sizes and modification times: a re-exported model gets a new identity). Any change to
+the weights or the config, even to its metadata, changes the identity: decoding is refused
+rather than silently producing another model's images.
+
+A tokenizer that only lives in memory (never saved) gets a hash of its spec and tensors
+instead; files it writes decode only with those same weights.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from tokenizers_vis.codec.format import ID_BYTES
+from tokenizers_vis.hub import CONFIG_NAME, WEIGHTS_NAME, PretrainedError, list_pretrained, resolve
+from tokenizers_vis.tokenizer import Tokenizer
+
+__all__ = ["directory_identity", "model_identity", "shipped_identities"]
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_files(paths: tuple[str, ...], stamps: tuple[tuple[int, int], ...]) -> bytes:
+    del stamps  # part of the cache key only
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.digest()[:ID_BYTES]
+
+
+def directory_identity(name_or_dir: str | os.PathLike) -> bytes:
+    """8-byte identity of a pretrained directory (or a shipped model's name)."""
+    directory = resolve(name_or_dir)
+    paths = tuple(str(directory / name) for name in (CONFIG_NAME, WEIGHTS_NAME))
+    try:
+        stamps = tuple((os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths)
+    except OSError as err:
+        raise PretrainedError(f"{directory}: {err.strerror}: {err.filename}") from None
+    return _hash_files(paths, stamps)
+
+
+def model_identity(tokenizer: Tokenizer) -> bytes:
+    """8-byte identity of an in-memory tokenizer: its spec and every tensor's bytes."""
+    digest = hashlib.sha256(b"vistok-unsaved-model\0")
+    digest.update(json.dumps(tokenizer.config, sort_keys=True).encode())
+    for name, tensor in sorted(tokenizer.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.digest()[:ID_BYTES]
+
+
+def shipped_identities() -> dict[bytes, str]:
+    """{identity: name} of the models shipped inside the package."""
+    out = {}
+    for name in list_pretrained():
+        try:
+            out[directory_identity(name)] = name
+        except PretrainedError:
+            continue
+    return out
+
+
+def find_shipped(identity: bytes) -> Path | None:
+    """The shipped model directory with this identity, if there is one."""
+    name = shipped_identities().get(identity)
+    return None if name is None else resolve(name)
