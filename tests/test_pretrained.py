@@ -67,3 +67,5 @@ def test_demo_runs_end_to_end_without_fid(tmp_path) -> None:
     for name in ("emoji_contact_sheet.png", "photos_contact_sheet.png", "eval/reconstructions.png"):
         assert (out / name).stat().st_size > 1000
     assert (out / "eval" / "report.json").is_file()
+    assert "encoded 17 of 17 files" in summary and "comes back at 451x300" in summary
+    assert len(list((out / "codec" / "decoded" / "k16").glob("*.png"))) == 17

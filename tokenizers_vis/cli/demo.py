@@ -5,7 +5,9 @@
    held-out emoji once and decodes every prefix k = 1, 2, 4, ..., K (a reconstruction grid, PSNR /
    SSIM / MS-SSIM per k), and the same images go through JPEG and WebP for the rate-distortion
    comparison at equal bytes;
-3. optional: refined tokens (`--refine-steps N`) and rFID / KID (`--fid`), each several
+3. token files (`tokenizers_vis.codec`): held-out emoji and a full-size photo encoded to
+   .vtok files at k = 16 and 64 and decoded back at their own size;
+4. optional: refined tokens (`--refine-steps N`) and rFID / KID (`--fid`), each several
    CPU-minutes more.
 Everything lands in `--out` (default `out/demo`), summarised in `out/demo/SUMMARY.md`.
 """
@@ -41,6 +43,43 @@ def show_data(out: Path, size: int) -> list[str]:
         print(buffer.getvalue(), end="")
         lines += [f"### {spec}", "", f"![{spec}]({sheet.name})", "", "```"]
         lines += [buffer.getvalue().rstrip(), "```", ""]
+    return lines
+
+
+def token_files(out: Path, model: str, count: int = 16) -> list[str]:
+    """The codec: held-out emoji and a full-size photo as image files -> .vtok -> images at their
+    own size (what `vistok encode` / `vistok decode` do); returns Markdown lines."""
+    from skimage import data as skdata
+
+    from tokenizers_vis import codec
+    from tokenizers_vis.data import build_dataset
+    from tokenizers_vis.data.transforms import to_pil
+
+    src, vtok, back = (out / "codec" / name for name in ("images", "vtok", "decoded"))
+    src.mkdir(parents=True, exist_ok=True)
+    emoji = build_dataset("emoji", "test", 32)
+    for i in range(min(count, len(emoji))):
+        to_pil(emoji[i][0]).save(src / f"emoji_{i:02d}.png")
+    from PIL import Image
+
+    Image.fromarray(skdata.chelsea()).save(src / "chelsea_451x300.jpg", quality=90)
+    c = codec.Codec.from_pretrained(model)
+    lines = ["## Token files: `vistok encode` / `vistok decode`", ""]
+    for k in (16, 64):
+        options = codec.EncodeOptions(num_tokens=k)
+        enc = codec.encode_files(c, [str(src)], str(vtok / f"k{k}"), options, overwrite=True)
+        dec = codec.decode_files(c, [str(vtok / f"k{k}")], str(back / f"k{k}"), overwrite=True)
+        if not (enc.ok and dec.ok):
+            raise RuntimeError(f"codec demo failed: {enc.line()} / {dec.line()}")
+        lines += [f"- k = {k}: {enc.line()}", f"  decode: {dec.line()}"]
+    size = Image.open(back / "k64" / "chelsea_451x300.png").size
+    lines += [
+        "",
+        f"The 451x300 photo comes back at {size[0]}x{size[1]} (tiles of the model's 32 px). "
+        f"Files in `{vtok.relative_to(out)}/`, images in `{back.relative_to(out)}/`; "
+        "`vistok info FILE.vtok` prints a header. Format: `docs/token-format.md`.",
+        "",
+    ]
     return lines
 
 
@@ -130,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += show_data(args.out, 32)
     try:
         lines += evaluate(args.out, args)
+        lines += token_files(args.out, args.model)
     except EvaluationError as err:
         print(f"vistok demo: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
