@@ -1,0 +1,126 @@
+"""train a GPT on pretokenized shards (LightningCLI: fit / validate) or export one
+
+    vistok gpt fit --config configs/gpt/emoji.yaml [--trainer.max_steps N] [--precision auto]
+    vistok gpt validate --config configs/gpt/emoji.yaml --ckpt_path last
+    vistok gpt export CKPT OUT_DIR [--weights ema|raw]
+
+The GPT's vocabularies, K and classes come from the shards (`data.root`), linked into
+`model.data_info`; a config names only the architecture. `--precision auto` (the default) trains
+in bf16 where the hardware runs it natively and in fp32 elsewhere. Resume with `--ckpt_path last`.
+`export` turns a Lightning checkpoint (for resuming only) into a pretrained GPT directory
+(config.json + model.safetensors), the EMA weights when the run averaged them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.cli import LightningArgumentParser
+
+from generation.data import TokenDataModule
+from generation.gpt import GPT
+from generation.system import GPTSystem
+from tokenizers_vis.training.cli import SetupError, VistokCLI
+
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+class GPTCLI(VistokCLI):
+    """VistokCLI whose model is built from the data's vocabularies, K and classes."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.link_arguments("data.info", "model.data_info", apply_on="instantiate")
+
+
+def gpt_state(state_dict: dict[str, Any], prefix: str = "gpt.") -> dict[str, Any]:
+    """Keep `prefix`-ed entries, strip it and any torch.compile / DDP wrapper prefixes."""
+    out = {}
+    for key, value in state_dict.items():
+        for wrapper in WRAPPER_PREFIXES:
+            key = key.replace(wrapper, "")
+        if key.startswith(prefix):
+            out[key[len(prefix) :]] = value
+    return out
+
+
+def export(ckpt: str | Path, out_dir: str | Path, weights: str = "ema") -> Path:
+    """Write the GPT inside a GPTSystem checkpoint as a pretrained directory; returns its path.
+
+    Args:
+        ckpt: Lightning checkpoint of a `vistok gpt fit` run.
+        out_dir: destination directory.
+        weights: "ema" (averaged weights, when the run used EMA) or "raw" (the optimizer's).
+    """
+    try:  # weights_only: a checkpoint is data; nothing in it gets to run code here
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:  # unreadable / foreign / malicious files are the user's to fix
+        raise ValueError(f"{ckpt} is not a readable Lightning checkpoint ({err!s:.200})") from err
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("gpt_spec"), dict):
+        raise ValueError(f"{ckpt} has no GPT spec; is it a `vistok gpt fit` checkpoint?")
+    has_ema = "current_model_state" in checkpoint
+    state = checkpoint["current_model_state" if weights == "raw" and has_ema else "state_dict"]
+    model = GPT(**checkpoint["gpt_spec"])
+    try:
+        model.load_state_dict(gpt_state(state), strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{ckpt}: weights do not match its GPT spec ({err!s:.300})") from err
+    extra = {
+        "source_checkpoint": Path(ckpt).name,
+        "global_step": checkpoint.get("global_step"),
+        "epoch": checkpoint.get("epoch"),
+        "weights": "ema" if has_ema and weights == "ema" else "raw",
+        "tokenizer": checkpoint.get("tokenizer"),
+    }
+    return model.save_pretrained(out_dir, extra={k: v for k, v in extra.items() if v is not None})
+
+
+def export_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vistok gpt export", description="a GPT training checkpoint -> a pretrained directory"
+    )
+    parser.add_argument("ckpt", type=Path, help="Lightning checkpoint (.ckpt)")
+    parser.add_argument("out_dir", type=Path, help="pretrained directory to write")
+    parser.add_argument("--weights", choices=["ema", "raw"], default="ema")
+    args = parser.parse_args(argv)
+    if not args.ckpt.is_file():
+        print(f"vistok gpt export: error: {args.ckpt} is not a file", file=sys.stderr)
+        return 2
+    try:
+        out = export(args.ckpt, args.out_dir, args.weights)
+    except (ValueError, KeyError, OSError) as err:
+        print(f"vistok gpt export: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "export":
+        return export_main(argv[1:])
+    try:
+        with warnings.catch_warnings():
+            # A subcommand of `vistok`: sys.argv also holds "gpt", so LightningCLI warns that args
+            # and sys.argv differ. sys.argv stays as it is: DDP relaunches ranks from it.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            GPTCLI(
+                GPTSystem,
+                TokenDataModule,
+                args=argv,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"prog": "vistok gpt"},
+            )
+    except SetupError as err:
+        print(f"vistok gpt: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
