@@ -18,7 +18,7 @@ from tokenizers_vis.metrics.rate import token_bytes
 from tokenizers_vis.metrics.usage import codebook_usage
 from tokenizers_vis.quantizers.factorized import FactorizedQuantizer, disentanglement
 from tokenizers_vis.registry import QUANTIZERS
-from tokenizers_vis.training.export import tokenizer_state
+from tokenizers_vis.training.export import submodule_state
 from tokenizers_vis.training.system import TokenizerSystem
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -197,7 +197,7 @@ def test_semantic_training_step_and_export(tmp_path: Path, images16: torch.Tenso
     cache = system._teacher[0]
     assert cache.misses == 4 and cache.hits == 8  # one teacher pass per image, then cached
     tok = tv.Tokenizer(**system.tokenizer.config)
-    tok.load_state_dict(tokenizer_state(system.state_dict()), strict=True)  # head not exported
+    tok.load_state_dict(submodule_state(system.state_dict()), strict=True)  # head not exported
     tok.eval().save_pretrained(tmp_path / "m")
     loaded = tv.Tokenizer.from_pretrained(tmp_path / "m")
     a, b = tok.encode(images16, num_tokens=5), loaded.encode(images16, num_tokens=5)

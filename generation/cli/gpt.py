@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 from lightning.pytorch.cli import LightningArgumentParser
@@ -25,9 +23,8 @@ from lightning.pytorch.cli import LightningArgumentParser
 from generation.data import TokenDataModule
 from generation.gpt import GPT
 from generation.system import GPTSystem
-from tokenizers_vis.training.cli import SetupError, VistokCLI
-
-WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+from tokenizers_vis.training.cli import VistokCLI, run_cli
+from tokenizers_vis.training.export import submodule_state
 
 
 class GPTCLI(VistokCLI):
@@ -36,17 +33,6 @@ class GPTCLI(VistokCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
         parser.link_arguments("data.info", "model.data_info", apply_on="instantiate")
-
-
-def gpt_state(state_dict: dict[str, Any], prefix: str = "gpt.") -> dict[str, Any]:
-    """Keep `prefix`-ed entries, strip it and any torch.compile / DDP wrapper prefixes."""
-    out = {}
-    for key, value in state_dict.items():
-        for wrapper in WRAPPER_PREFIXES:
-            key = key.replace(wrapper, "")
-        if key.startswith(prefix):
-            out[key[len(prefix) :]] = value
-    return out
 
 
 def export(ckpt: str | Path, out_dir: str | Path, weights: str = "ema") -> Path:
@@ -67,7 +53,7 @@ def export(ckpt: str | Path, out_dir: str | Path, weights: str = "ema") -> Path:
     state = checkpoint["current_model_state" if weights == "raw" and has_ema else "state_dict"]
     model = GPT(**checkpoint["gpt_spec"])
     try:
-        model.load_state_dict(gpt_state(state), strict=True)
+        model.load_state_dict(submodule_state(state, prefix="gpt."), strict=True)
     except RuntimeError as err:
         raise ValueError(f"{ckpt}: weights do not match its GPT spec ({err!s:.300})") from err
     extra = {
@@ -104,22 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "export":
         return export_main(argv[1:])
-    try:
-        with warnings.catch_warnings():
-            # A subcommand of `vistok`: sys.argv also holds "gpt", so LightningCLI warns that args
-            # and sys.argv differ. sys.argv stays as it is: DDP relaunches ranks from it.
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            GPTCLI(
-                GPTSystem,
-                TokenDataModule,
-                args=argv,
-                save_config_kwargs={"overwrite": True},
-                parser_kwargs={"prog": "vistok gpt"},
-            )
-    except SetupError as err:
-        print(f"vistok gpt: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(GPTCLI, GPTSystem, TokenDataModule, argv, "vistok gpt")
 
 
 if __name__ == "__main__":

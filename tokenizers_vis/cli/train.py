@@ -9,32 +9,15 @@ default) trains in bf16 only where the hardware runs it natively; see
 from __future__ import annotations
 
 import sys
-import warnings
 
 from tokenizers_vis.data.datamodule import ImageDataModule
-from tokenizers_vis.training.cli import SetupError, VistokCLI
+from tokenizers_vis.training.cli import SetupError, VistokCLI, run_cli  # noqa: F401 (re-exported)
 from tokenizers_vis.training.system import TokenizerSystem
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        with warnings.catch_warnings():
-            # `vistok train` is a subcommand, so sys.argv also holds "train": LightningCLI warns
-            # that args and sys.argv differ, which is intended here. sys.argv itself must stay
-            # as it is, because DDP relaunches the rank processes from it.
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            VistokCLI(
-                TokenizerSystem,
-                ImageDataModule,
-                args=argv,
-                save_config_kwargs={"overwrite": True},
-                parser_kwargs={"prog": "vistok train"},
-            )
-    except SetupError as err:
-        print(f"vistok train: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(VistokCLI, TokenizerSystem, ImageDataModule, argv, "vistok train")
 
 
 if __name__ == "__main__":

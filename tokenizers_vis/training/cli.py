@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -68,3 +69,24 @@ class VistokCLI(LightningCLI):
         except (KeyError, ValueError, FileNotFoundError) as err:
             message = err.args[0] if isinstance(err, KeyError) and err.args else err
             raise SetupError(str(message)) from err
+
+
+def run_cli(cli: type[VistokCLI], model: type, datamodule: type, argv: list[str], prog: str) -> int:
+    """Run a `vistok` training command; setup mistakes give one line and exit status 2."""
+    try:
+        with warnings.catch_warnings():
+            # A subcommand of `vistok`: sys.argv also holds the command's name, so LightningCLI
+            # warns that args and sys.argv differ, which is intended. sys.argv itself must stay
+            # as it is, because DDP relaunches the rank processes from it.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            cli(
+                model,
+                datamodule,
+                args=argv,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"prog": prog},
+            )
+    except SetupError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -20,8 +20,9 @@ from tokenizers_vis.tokenizer import Tokenizer
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 
-def tokenizer_state(state_dict: dict[str, Any], prefix: str = "tokenizer.") -> dict[str, Any]:
-    """Keep `prefix`-ed entries, strip the prefix and any wrapper prefixes around it."""
+def submodule_state(state_dict: dict[str, Any], prefix: str = "tokenizer.") -> dict[str, Any]:
+    """Keep `prefix`-ed entries (a system's "tokenizer." or "gpt."), strip the prefix and any
+    torch.compile / DDP wrapper prefixes around it: the one place that unwraps them."""
     out = {}
     for key, value in state_dict.items():
         for wrapper in WRAPPER_PREFIXES:
@@ -57,7 +58,7 @@ def export(ckpt: str | Path, out_dir: str | Path, weights: str = "ema") -> Path:
     else:
         state = checkpoint["state_dict"]
     model = Tokenizer(**spec)
-    model.load_state_dict(tokenizer_state(state), strict=True)
+    model.load_state_dict(submodule_state(state), strict=True)
     extra = {
         "source_checkpoint": Path(ckpt).name,
         "global_step": checkpoint.get("global_step"),
