@@ -164,7 +164,7 @@ def test_user_errors_exit_2(work: Path, capsys: pytest.CaptureFixture[str]) -> N
          "--model"),
         (pretokenize.main, ["--model", str(work / "tok"), "--data", "nope", "-o", shards],
          "unknown dataset"),
-        (sample.main, ["--gpt", str(work / "tok"), "-o", str(work / "s")], "not a GPT"),
+        (sample.main, ["--gpt", str(work / "tok"), "-o", str(work / "s")], "not a gpt directory"),
         (gpt_cli.main, ["export", str(work / "tok" / "config.json"), str(work / "x")],
          "not a readable"),
         (gpt_cli.main, ["fit", "--config", str(REPO / "configs/gpt/tiny.yaml"),

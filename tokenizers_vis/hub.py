@@ -71,6 +71,7 @@ def save_pretrained(
     directory.mkdir(parents=True, exist_ok=True)
     config = {
         "format_version": FORMAT_VERSION,
+        "kind": kind,
         "library": "vistok",
         "library_version": library_version(),
         kind: model.config,
@@ -98,7 +99,9 @@ def read_config(directory: str | Path, kind: str = "tokenizer") -> dict[str, Any
             f"(this vistok reads <= {FORMAT_VERSION})"
         )
     if not isinstance(config.get(kind), dict):
-        raise PretrainedError(f"{path} has no {kind!r} spec")
+        other = config.get("kind") or ("tokenizer" if "tokenizer" in config else None)
+        held = f" (it holds a {other!r} model)" if other and other != kind else ""
+        raise PretrainedError(f"{path} has no {kind!r} spec{held}: not a {kind} directory")
     return config
 
 
