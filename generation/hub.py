@@ -22,7 +22,31 @@ if TYPE_CHECKING:
     from generation.gpt import GPT
 
 KIND = "gpt"
-__all__ = ["KIND", "PretrainedError", "load_pretrained", "read_config", "save_pretrained"]
+SHIPPED_DIR = Path(__file__).parent / "pretrained"
+__all__ = [
+    "KIND",
+    "PretrainedError",
+    "list_pretrained",
+    "load_pretrained",
+    "read_config",
+    "resolve",
+    "save_pretrained",
+]
+
+
+def list_pretrained() -> list[str]:
+    """Names of the GPTs shipped inside the package."""
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / hub.CONFIG_NAME).is_file())
+
+
+def resolve(name_or_dir: str | Path) -> Path:
+    """A local directory wins; otherwise a shipped GPT's name."""
+    path = Path(name_or_dir).expanduser()
+    if path.is_dir() or str(name_or_dir) not in list_pretrained():
+        return path  # a missing path is reported by the loader, naming it
+    return SHIPPED_DIR / str(name_or_dir)
 
 
 def save_pretrained(gpt: GPT, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -36,11 +60,11 @@ def save_pretrained(gpt: GPT, directory: str | Path, extra: dict[str, Any] | Non
 
 def read_config(directory: str | Path) -> dict[str, Any]:
     """Parse and validate `config.json` of a pretrained GPT directory."""
-    return hub.read_config(Path(directory).expanduser(), kind=KIND)
+    return hub.read_config(resolve(directory), kind=KIND)
 
 
 def load_pretrained(directory: str | Path, map_location: str | torch.device = "cpu") -> GPT:
     """Build the GPT from its spec and load its weights strictly; returned in eval mode."""
     from generation.gpt import GPT
 
-    return hub.load_pretrained(GPT, Path(directory).expanduser(), map_location, kind=KIND)
+    return hub.load_pretrained(GPT, resolve(directory), map_location, kind=KIND)

@@ -175,3 +175,15 @@ def test_gpt_spec_merges_and_checks() -> None:
         gpt_spec("gpt_tiny")
     with pytest.raises(KeyError, match="known: gpt_b"):
         gpt_spec("gpt_huge", {"vocab_sizes": [2], "max_tokens": 1})
+
+
+def test_shipped_names_resolve_and_directories_win(tmp_path: Path, monkeypatch) -> None:
+    from generation import hub
+
+    shipped = tmp_path / "pretrained"
+    tiny_gpt([125]).save_pretrained(shipped / "gpt_tiny_test")
+    monkeypatch.setattr(hub, "SHIPPED_DIR", shipped)
+    assert hub.list_pretrained() == ["gpt_tiny_test"]
+    assert GPT.from_pretrained("gpt_tiny_test").config == tiny_gpt([125]).config
+    with pytest.raises(PretrainedError, match="neither a directory"):
+        GPT.from_pretrained("gpt_not_shipped")
