@@ -99,3 +99,14 @@ def test_worker_generator_survives_pickle():
     first = torch.rand(3, generator=g())
     clone = pickle.loads(pickle.dumps(g))
     assert torch.equal(torch.rand(3, generator=clone()), first)  # fresh, same seed
+
+
+def test_unit_and_pixel_scales_are_differentiable_and_match_uint8() -> None:
+    from tokenizers_vis.data.transforms import to_pixel_scale, to_uint8, to_unit
+
+    x = (torch.rand(2, 3, 4, 4) * 2 - 1).requires_grad_()
+    assert torch.allclose(to_pixel_scale(x).round().clamp(0, 255).to(torch.uint8).float(),
+                          to_uint8(x).float())  # fmt: skip
+    assert torch.allclose(to_unit(x) * 255, to_pixel_scale(x), atol=1e-4)
+    (to_unit(x).sum() + to_pixel_scale(x).sum()).backward()
+    assert torch.allclose(x.grad, torch.full_like(x, 0.5 + 127.5))

@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import argparse
+from tokenizers_vis.cli.common import ArgumentParser
 
 
 class UsageError(Exception):
     """A mistake in the command line or its inputs: one line on stderr, exit status 2."""
 
 
-class Parser(argparse.ArgumentParser):
-    """Usage mistakes give one line on stderr and status 2, like every other user error."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+# The one `vistok` parser: usage mistakes give one line on stderr and status 2.
+Parser = ArgumentParser

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 
 from tokenizers_vis.atomic import Interrupted, interruptible
+from tokenizers_vis.cli.common import ArgumentParser
 from tokenizers_vis.codec.api import Codec, EncodeOptions
 from tokenizers_vis.codec.files import Summary, encode_files
 from tokenizers_vis.codec.layout import LAYOUTS
@@ -24,12 +25,8 @@ from tokenizers_vis.data.transforms import MAX_PIXELS
 from tokenizers_vis.hub import PretrainedError
 from tokenizers_vis.precision import PRECISIONS, resolve_precision
 
-
-class Parser(argparse.ArgumentParser):
-    """Usage mistakes give one line on stderr and status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+# The one `vistok` parser: usage mistakes give one line on stderr and status 2.
+Parser = ArgumentParser
 
 
 def number(kind: type, low: float | None = None, high: float | None = None) -> Callable:

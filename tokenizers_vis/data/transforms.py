@@ -176,6 +176,17 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.detach().float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] -> float32 in [0, 1] (no rounding, no clamp: differentiable)."""
+    return (x.float() + 1.0) / 2.0
+
+
+def to_pixel_scale(x: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] -> float32 in [0, 255] without rounding (differentiable): the
+    input scale of the TF-Inception graph, for losses that need gradients through it."""
+    return (x.float() + 1.0) * 127.5
+
+
 def to_pil(x: torch.Tensor) -> Image.Image:
     """One image -> PIL RGB.
 

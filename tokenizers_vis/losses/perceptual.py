@@ -31,6 +31,7 @@ import torch
 from einops import reduce
 from torch import Tensor, nn
 
+from tokenizers_vis.data.transforms import to_pixel_scale
 from tokenizers_vis.layers.inception import InceptionV3Features, load_tf_inception
 
 DEFAULT_LAYERS = ("Conv2d_2b_3x3", "Conv2d_4a_3x3", "Mixed_5d", "Mixed_6e")
@@ -77,7 +78,7 @@ class PerceptualDistance(nn.Module):
         h, w = x.shape[-2:]
         scale = max(1.0, self.min_size / min(h, w))
         size = (round(h * scale), round(w * scale))
-        pixels = (torch.cat([x, y]).float() + 1) * 127.5  # (2b, 3, h, w) in the uint8 scale
+        pixels = to_pixel_scale(torch.cat([x, y]))  # (2b, 3, h, w) in the uint8 scale
         feats = self.extractor.forward_features(pixels, self.layers, resize=size)
         total = x.new_zeros(x.shape[0], dtype=torch.float32)
         for name in self.layers:

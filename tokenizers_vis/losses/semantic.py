@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from tokenizers_vis.data.transforms import to_uint8
+from tokenizers_vis.data.transforms import to_pixel_scale, to_uint8, to_unit
 from tokenizers_vis.quantizers.base import fp32
 from tokenizers_vis.quantizers.factorized import sub_dims
 from tokenizers_vis.registry import Registry
@@ -82,7 +82,7 @@ class InceptionTeacher(Teacher):
 
     def forward(self, images: Tensor) -> Tensor:
         """(b 3 h w) in [-1, 1] -> (b 2048) float32."""
-        pixels = (images.float() + 1) * 127.5  # the uint8 scale the graph expects
+        pixels = to_pixel_scale(images)  # the uint8 scale the graph expects
         return self.net.forward_features(pixels, ("pool",), self.resize)["pool"].float()
 
 
@@ -135,7 +135,7 @@ class TimmTeacher(Teacher):
 
     def forward(self, images: Tensor) -> Tensor:
         """(b 3 h w) in [-1, 1] -> (b num_features) float32."""
-        x = (images.float() + 1) / 2  # (b 3 h w) in [0, 1]
+        x = to_unit(images)  # (b 3 h w) in [0, 1]
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, size=self.image_size, mode="bilinear", antialias=True)
         return self.net((x - self.mean) / self.std).float()

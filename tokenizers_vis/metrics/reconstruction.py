@@ -25,13 +25,15 @@ import torch.nn.functional as F
 from einops import reduce
 from torch import Tensor, nn
 
+from tokenizers_vis.data import transforms
+
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _K1, _K2 = 0.01, 0.03
 
 
 def to_unit(x: Tensor) -> Tensor:
     """(b, c, h, w) in [-1, 1] -> float32 in [0, 1], clamped."""
-    return ((x.float() + 1) / 2).clamp(0, 1)
+    return transforms.to_unit(x).clamp(0, 1)
 
 
 def psnr(recon: Tensor, target: Tensor) -> Tensor:
