@@ -347,3 +347,20 @@ def test_emoji_configs_build_both_modes() -> None:
         if frozen:  # the shipped emoji32's encoder: the same tokens decode both ways
             shipped = Tokenizer.from_pretrained("emoji32").encoder.state_dict()
             assert all(torch.equal(params[k], shipped[k]) for k in params)
+
+
+def test_tokenizer_decode_passes_guidance_and_a_deterministic_decoder_ignores_it() -> None:
+    tok = Tokenizer(**tiny_rf_spec(cond_dropout=0.5)).eval()
+    wake(tok.decoder)
+    ids = tok.encode(torch.rand(2, 3, 16, 16) * 2 - 1, num_tokens=4).ids  # (2 4 1)
+
+    def decode(scale: float | None) -> torch.Tensor:
+        g = torch.Generator().manual_seed(1)
+        return tok.decode(Tokens(ids), num_steps=2, generator=g, guidance_scale=scale)
+
+    assert torch.equal(decode(None), decode(1.0))  # the spec's default scale is 1
+    assert not torch.allclose(decode(1.0), decode(3.0))  # guidance reaches the sampler
+    vit = Tokenizer(**preset_spec("tiny_cpu_fsq")).eval()
+    plain = vit.decode(Tokens(ids))
+    assert torch.equal(plain, vit.decode(Tokens(ids), guidance_scale=3.0, num_steps=7))
+    assert tok.decoder.generative and not vit.decoder.generative

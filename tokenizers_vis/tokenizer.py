@@ -169,10 +169,13 @@ class Tokenizer(nn.Module):
         tokens: Tokens | Tensor,
         num_steps: int | None = None,
         generator: torch.Generator | None = None,
+        guidance_scale: float | None = None,
     ) -> Tensor:
         """Tokens (ids (b k g), k <= K) -> images (b 3 h w) clamped to [-1, 1].
 
-        `num_steps` and `generator` are used by sampling decoders (rectified flow).
+        `num_steps`, `generator` and `guidance_scale` (classifier-free guidance; 1 = off, None =
+        the decoder's default) are used by generative decoders (`decoder.generative`, rectified
+        flow); a deterministic decoder accepts and ignores them, so callers need not branch.
         """
         if isinstance(tokens, Tensor):
             tokens = Tokens(tokens)
@@ -189,7 +192,9 @@ class Tokenizer(nn.Module):
         padded[:, :n] = ids
         codes = self.quantizer.ids_to_codes(padded)  # (b K d)
         codes, key_mask = self.token_drop(codes, self._lengths(lengths, b, ids.device))
-        images = self.decoder.sample(codes, key_mask, num_steps=num_steps, generator=generator)
+        images = self.decoder.sample(
+            codes, key_mask, num_steps=num_steps, generator=generator, guidance_scale=guidance_scale
+        )
         return images.clamp(-1, 1)
 
     def _lengths(self, num_tokens: int | Tensor | None, batch: int, device: torch.device) -> Tensor:

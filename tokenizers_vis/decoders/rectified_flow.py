@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +87,9 @@ class RectifiedFlowDecoder(nn.Module):
             pooled Inception teacher).
     """
 
-    generative = True  # samples: `sample` depends on the generator and the number of steps
+    # Samples one of many images a prefix could mean: `sample` depends on the generator and the
+    # number of steps, so eval and the codec pass both explicitly.
+    generative: ClassVar[bool] = True
 
     def __init__(
         self,

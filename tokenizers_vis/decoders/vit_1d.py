@@ -10,6 +10,8 @@ instead); tokens cut by tail drop are hidden with a key mask, so mixed lengths s
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
@@ -30,6 +32,9 @@ class ViT1DDecoder(nn.Module):
         patch_size: output patch size.
         width, depth, num_heads, mlp_ratio, qk_norm: transformer shape.
     """
+
+    # One output per token prefix: callers (eval, codec) need no seed or step count.
+    generative: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -74,8 +79,9 @@ class ViT1DDecoder(nn.Module):
         key_mask: Tensor | None = None,
         num_steps: int | None = None,
         generator: torch.Generator | None = None,
+        guidance_scale: float | None = None,
     ) -> Tensor:
-        """Inference; deterministic, so `num_steps` and `generator` are accepted and unused."""
+        """Inference; deterministic, so the sampling arguments are accepted and unused."""
         return self._decode(tokens, key_mask)
 
     def _decode(self, tokens: Tensor, key_mask: Tensor | None) -> Tensor:
