@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -31,7 +32,21 @@ from tokenizers_vis.data.build import build_dataset, parse_spec
 from tokenizers_vis.data.resumable import ResumableLoader, ResumableSampler
 from tokenizers_vis.data.shards import ShardDataset
 
-__all__ = ["ImageDataModule"]
+__all__ = ["ImageDataModule", "check_spec"]
+
+
+def check_spec(spec: str | dict) -> None:
+    """Parse a data spec and check that a `folder:` spec's directory exists.
+
+    Raises:
+        ValueError: the spec does not parse (see `parse_spec`).
+        FileNotFoundError: a folder spec names no directory. Raised while the CLI builds its
+            classes, where it becomes one line ("vistok train: error: ..."), not a traceback
+            from inside `trainer.fit`.
+    """
+    name, kwargs = parse_spec(spec)
+    if name == "folder" and not Path(kwargs["root"]).is_dir():
+        raise FileNotFoundError(f"data {spec!r}: {kwargs['root']} is not a directory")
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -73,8 +88,8 @@ class ImageDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        parse_spec(train_data)  # fail at construction, not hours later in setup()
-        parse_spec(val_data if val_data is not None else train_data)
+        check_spec(train_data)  # fail at construction, not hours later in setup()
+        check_spec(val_data if val_data is not None else train_data)
         self.train_data, self.val_data = (
             train_data,
             val_data if val_data is not None else train_data,
