@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import pickle
@@ -131,3 +132,21 @@ def test_missing_weights_error_never_downloads(tmp_path, monkeypatch):
         inc.load_tf_inception()
     with pytest.raises(FileNotFoundError):
         inc.load_tf_inception(tmp_path / "nope.pth")
+
+
+def test_channels_last_default_gives_the_nchw_features(net):
+    # load_tf_inception's channels-last weights (the faster default, see `vistok bench
+    # --sections inception`) against the previous NCHW layout: the same features to 1e-4
+    # relative, pooled and intermediate (the perceptual distance reads those).
+    weight = net.Conv2d_1a_3x3.conv.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    nchw = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+    g = torch.Generator().manual_seed(3)
+    for size in ((32, 32), (40, 56)):
+        images = torch.randint(0, 256, (3, 3, *size), generator=g, dtype=torch.uint8)
+        with torch.no_grad():
+            fast, reference = net(images), nchw(images)  # (3 2048)
+            maps = [m.forward_features(images.float(), ("Mixed_5d",))["Mixed_5d"]
+                    for m in (net, nchw)]  # fmt: skip
+        assert (fast - reference).abs().max() <= 1e-4 * reference.abs().max()
+        assert (maps[0] - maps[1]).abs().max() <= 1e-4 * maps[1].abs().max()

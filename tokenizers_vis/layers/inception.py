@@ -18,6 +18,8 @@ What we changed:
     to 299 with TF1's bilinear resize (``align_corners=False`` *without* half-pixel centres), as
     torch-fidelity and the TF reference do; torchmetrics' default ``antialias=True`` path differs.
   * ``forward_features`` exposes intermediate maps on float pixels for the perceptual distance.
+  * Weights load in channels-last layout (NHWC convolutions): the same features to ~1e-6
+    relative, markedly faster on CPU (see :func:`load_tf_inception`).
 """
 
 from __future__ import annotations
@@ -232,7 +234,9 @@ def find_inception_weights() -> Path:
 
 
 def load_tf_inception(
-    weights: str | os.PathLike | None = None, device: torch.device | str | None = None
+    weights: str | os.PathLike | None = None,
+    device: torch.device | str | None = None,
+    memory_format: torch.memory_format = torch.channels_last,
 ) -> InceptionV3Features:
     """The TF-FID InceptionV3 with local weights (see :func:`find_inception_weights`).
 
@@ -240,6 +244,11 @@ def load_tf_inception(
         weights: a ``.pth`` state dict, a ``.safetensors`` file, or fid-helper's ``default_1.pt``;
             ``None`` searches the usual places.
         device: where to put the module.
+        memory_format: layout of the convolution weights. ``channels_last`` (NHWC, the default)
+            lets oneDNN / cuDNN convolve without reordering every activation: on a 2-core
+            AVX512 CPU the features came 1.4-1.8x faster, equal to the NCHW path's to ~1e-6
+            relative (`vistok bench --sections inception` measures both on any machine).
+            ``torch.contiguous_format`` gives the NCHW path.
 
     Returns:
         A frozen, eval-mode :class:`InceptionV3Features` whose ``weights_id`` names the file hash.
@@ -254,6 +263,7 @@ def load_tf_inception(
     if missing or unexpected:
         raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     model.weights_id = weights_id
+    model = model.to(memory_format=memory_format)  # activations follow the weights' layout
     return model.to(device) if device is not None else model
 
 

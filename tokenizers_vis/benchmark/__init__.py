@@ -1,0 +1,23 @@
+"""Benchmarks of vistok on this machine: what `vistok bench` and `tools/bench.py` run.
+
+    from tokenizers_vis.benchmark import BenchConfig, run
+    run(BenchConfig.quick_config(), out="reports")   # reports/bench-<cpu-slug>-quick.json / .md
+
+One module a section, each a function of a `Context` (device, precision, repeat counts, the
+measured peak) returning {"records": [...], ...}; every record names the machine, precision,
+torch version and threads:
+
+- peak.py        matmul peak FLOP/s (fp32; bf16 where native) and the FLOP counter's check
+- tokenizers.py  encode / decode images/s, fraction of peak, peak memory; RF decoder vs steps
+- codec.py       .vtok files/s through `tokenizers_vis.codec`
+- training.py    Lightning (`TokenizerSystem` + `Trainer`) against a bare PyTorch loop
+- gpt.py         GPT tokens/s with and without the KV cache (imports `generation` when run)
+- inception.py   TF-Inception feature speed and its exact faster paths
+- memory.py      peak memory: fresh child processes on CPU, the CUDA allocator on GPU
+- report.py      JSON + Markdown, written atomically
+"""
+
+from tokenizers_vis.benchmark.common import count_flops
+from tokenizers_vis.benchmark.runner import SECTIONS, BenchConfig, run
+
+__all__ = ["SECTIONS", "BenchConfig", "count_flops", "run"]
