@@ -4,9 +4,12 @@
     vistok decode photo.vtok -o photo.webp           # format from the name (lossless WebP)
     vistok decode tokens/ -o images/ --format jpeg --quality 90
     vistok decode set.vtoks -o set/                  # every record, named as encoded
+    vistok decode photo.vtok --entropy-model GPT_DIR # a file range coded with that GPT
 
 Without --model the file's header names the tokenizer, and a shipped model with that identity
-is used. Files from another tokenizer, truncated or corrupted files are refused, each with its
+is used. Files range coded with the tokenizer's static table find it beside the tokenizer;
+files coded with another entropy model need --entropy-model (its identity is checked). Files
+from another tokenizer or entropy model, truncated or corrupted files are refused, each with its
 reason. Exit status: 0 all decoded, 1 some failed, 2 usage error, 130 / 143 interrupted.
 """
 
@@ -15,7 +18,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tokenizers_vis.cli.encode import Parser, add_runtime, guarded, load_codec, number, report
+from tokenizers_vis.cli.encode import (
+    Parser,
+    add_entropy_model,
+    add_runtime,
+    guarded,
+    load_codec,
+    number,
+    report,
+)
 from tokenizers_vis.codec.container import Container, is_container
 from tokenizers_vis.codec.files import FORMATS, decode_files
 from tokenizers_vis.codec.format import VtokError, read_header
@@ -40,6 +51,11 @@ def build_parser() -> Parser:
         "--num-steps", type=number(int, 1), help="sampling steps (sampling decoders)"
     )
     parser.add_argument("--seed", type=int, default=0, help="noise seed (sampling decoders)")
+    add_entropy_model(
+        parser,
+        "the entropy model the files were coded with (a GPT directory, or a static "
+        "table other than the tokenizer's own)",
+    )
     add_runtime(parser, model_default=None)
     return parser
 
@@ -88,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             suffix = Path(args.output).suffix.lower()
             fmt = next((f for f, s in FORMATS.items() if suffix in (s, f".{f}")), None)
         model = args.model or pick_model(args.inputs)
-        codec = load_codec(prog, model, args)
+        codec = load_codec(prog, model, args, args.entropy_model)
         summary = decode_files(
             codec,
             args.inputs,

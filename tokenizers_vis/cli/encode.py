@@ -4,6 +4,8 @@
     vistok encode photo.jpg -o small.vtok --tokens 16
     vistok encode photos/ -o tokens/ --target-psnr 24 # tree mirrored, k chosen per tile
     vistok encode 'shots/**/*.png' -o set.vtoks      # one container for a data set
+    vistok encode photo.jpg --entropy static         # range coded with the model's static table
+    vistok encode photo.jpg --entropy-model GPT_DIR  # range coded with a GPT's probabilities
 
 Exit status: 0 all encoded, 1 some inputs failed (each listed with its reason), 2 usage error,
 130 / 143 interrupted by SIGINT / SIGTERM (finished outputs kept, no partial file).
@@ -17,7 +19,9 @@ from collections.abc import Callable
 
 from tokenizers_vis.atomic import Interrupted, interruptible
 from tokenizers_vis.cli.common import ArgumentParser
+from tokenizers_vis.codec import static_table
 from tokenizers_vis.codec.api import Codec, EncodeOptions
+from tokenizers_vis.codec.entropy import EntropyModel, load_entropy_model
 from tokenizers_vis.codec.files import Summary, encode_files
 from tokenizers_vis.codec.layout import LAYOUTS
 from tokenizers_vis.codec.paths import UsageError
@@ -55,14 +59,26 @@ def add_runtime(parser: argparse.ArgumentParser, model_default: str | None) -> N
         + ")",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="fp32 (default: the same pixels on every machine); auto / bf16 for speed",
+    )
     parser.add_argument("--batch-size", type=number(int, 1), default=64, help="tiles per batch")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def load_codec(prog: str, model: str, args: argparse.Namespace) -> Codec:
-    """The codec, or UsageError naming what is wrong with --model / --device."""
+def add_entropy_model(parser: argparse.ArgumentParser, help_: str) -> None:
+    parser.add_argument("--entropy-model", metavar="PATH", help=help_)
+
+
+def load_codec(
+    prog: str, model: str, args: argparse.Namespace, entropy: str | None = None
+) -> Codec:
+    """The codec, or UsageError naming what is wrong with --model / --device / the entropy
+    model (`entropy`: "static" for the tokenizer's own table, or a path)."""
     try:
         codec = Codec.from_pretrained(
             model, device=args.device, precision=args.precision, batch_size=args.batch_size
@@ -71,13 +87,43 @@ def load_codec(prog: str, model: str, args: argparse.Namespace) -> Codec:
         raise UsageError(f"--model: {err}") from None
     except ValueError as err:  # pick_device / resolve_precision
         raise UsageError(f"--device: {err}") from None
+    if entropy is not None:
+        option = "--entropy static" if entropy == "static" else "--entropy-model"
+        try:
+            codec.set_entropy(_entropy_model(codec, entropy))
+        except ValueError as err:  # EntropyModelLoadError, PretrainedError, incompatible
+            raise UsageError(f"{option}: {err}") from None
     if not args.quiet:
         choice = resolve_precision(args.precision, codec.device)
+        coded = f", entropy coded with the {codec.entropy.describe()}" if codec.entropy else ""
         print(
-            f"{prog}: model {model} (id {codec.identity.hex()}) on {codec.device}, {choice.name}",
+            f"{prog}: model {model} (id {codec.identity.hex()}) on {codec.device}, "
+            f"{choice.name}{coded}",
             file=sys.stderr,
         )
     return codec
+
+
+def _entropy_model(codec: Codec, entropy: str) -> EntropyModel:
+    if entropy == "static":
+        return static_table.load(codec.directory)
+    return load_entropy_model(entropy)
+
+
+def class_index(text: str | None, names: tuple[str, ...]) -> int | None:
+    """--entropy-class (a class name or index) -> its index, or UsageError."""
+    if text is None:
+        return None
+    if text in names:
+        return names.index(text)
+    if text.isdigit() and int(text) < len(names):
+        return int(text)
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    raise UsageError(
+        f"--entropy-class {text!r}: the entropy model's classes are {shown}"
+        if names
+        else "--entropy-class: the entropy model is not class-conditional"
+    )
 
 
 def report(prog: str, summary: Summary) -> int:
@@ -137,6 +183,25 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--max-pixels", type=number(int, 1), default=MAX_PIXELS, help="larger images fail"
     )
+    coding = parser.add_mutually_exclusive_group()
+    coding.add_argument(
+        "--entropy",
+        choices=("none", "static"),
+        default="none",
+        help="static: range code the ids with the tokenizer's static table (payload coding 1; "
+        "`vistok entropy fit` makes it); none: bit-packed (default)",
+    )
+    add_entropy_model(
+        coding,
+        "range code the ids with this entropy model: a GPT directory (coding 2) or a "
+        "static table's directory",
+    )
+    parser.add_argument(
+        "--entropy-class",
+        metavar="CLASS",
+        help="a class-conditional entropy model codes with this class (name or index; stored "
+        "in the file); default: its unconditional prediction",
+    )
     add_runtime(parser, model_default="emoji32")
     return parser
 
@@ -152,14 +217,19 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         if args.scale == 0:
             raise UsageError("--scale must be > 0")
+        entropy = "static" if args.entropy == "static" else args.entropy_model
+        codec = load_codec(prog, args.model, args, entropy)
+        if args.entropy_class is not None and codec.entropy is None:
+            raise UsageError("--entropy-class needs --entropy-model")
+        names = codec.entropy.class_names if codec.entropy else ()
         options = EncodeOptions(
             num_tokens=args.tokens,
             target_psnr=args.target_psnr,
             layout=args.layout,
             scale=args.scale,
             refine_steps=args.refine_steps,
+            entropy_class=class_index(args.entropy_class, names),
         )
-        codec = load_codec(prog, args.model, args)
         try:
             codec.check_options(options)
         except ValueError as err:

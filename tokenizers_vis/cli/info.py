@@ -1,4 +1,5 @@
-"""`vistok info`: a .vtok file's header and payload size (or a .vtoks container's records).
+"""`vistok info`: a .vtok file's header, payload size and bits per token (or a .vtoks
+container's records).
 
     vistok info photo.vtok
     vistok info set.vtoks --json
@@ -16,14 +17,29 @@ from typing import Any
 
 from tokenizers_vis.cli.encode import Parser
 from tokenizers_vis.codec.container import Container, is_container
-from tokenizers_vis.codec.format import CODINGS, CRC_BYTES, RESERVED_CODINGS, Header, read_header
+from tokenizers_vis.codec.entropy_coding import EntropyParams
+from tokenizers_vis.codec.format import CODING_BITPACK, CODINGS, CRC_BYTES, Header, read_header
 
 
 def describe(header: Header, file_bytes: int, payload: int) -> dict[str, Any]:
-    """The header as JSON-able fields, with the byte budget."""
+    """The header as JSON-able fields, with the byte budget and the rate.
+
+    `bits_per_token` is what the payload spends: the fixed width for bit-packed files, the
+    actual payload bits per token for entropy-coded ones (`fixed_bits_per_token` beside it).
+    """
     k = header.uniform_k
     w, h = header.size
-    coding = CODINGS.get(header.coding) or RESERVED_CODINGS.get(header.coding, "unknown")
+    coding = CODINGS.get(header.coding, "unknown")
+    entropy = None
+    if header.coding in CODINGS and header.coding != CODING_BITPACK:
+        params = EntropyParams.parse(header.coding_params)
+        entropy = {
+            "model_id": params.model_id.hex(),
+            "ids_crc32": f"{params.ids_crc:08x}",
+            "group": params.group,
+            "class": params.condition,
+        }
+    fixed = header.bits_per_token
     return {
         "version": header.version,
         "coding": {"id": header.coding, "name": coding},
@@ -38,7 +54,9 @@ def describe(header: Header, file_bytes: int, payload: int) -> dict[str, Any]:
         "k": k if k is not None else {"min": min(header.lengths), "max": max(header.lengths)},
         "tokens": header.num_tokens,
         "vocab_sizes": list(header.vocab_sizes),
-        "bits_per_token": header.bits_per_token,
+        "bits_per_token": fixed if entropy is None else 8 * payload / header.num_tokens,
+        "fixed_bits_per_token": fixed,
+        "entropy": entropy,
         "bytes": {
             "file": file_bytes,
             "header": file_bytes - payload - CRC_BYTES,
@@ -65,7 +83,22 @@ def _lines(name: str, d: dict[str, Any]) -> list[str]:
         f"  layout      {d['layout']}: {cols}x{rows} = {d['tiles']} tiles of "
         f"{d['tile_size']} px{canvas}",
         f"  tokens      {ks} (K = {d['max_tokens']}), {d['tokens']} in all",
-        f"  vocabulary  {tuple(d['vocab_sizes'])}: {d['bits_per_token']} bits per token",
+        f"  vocabulary  {tuple(d['vocab_sizes'])}: {d['fixed_bits_per_token']} bits per token"
+        + (" bit-packed" if d["entropy"] else ""),
+    ] + _entropy_lines(d)
+
+
+def _entropy_lines(d: dict[str, Any]) -> list[str]:
+    e = d["entropy"]
+    if e is None:
+        return []
+    condition = "unconditional" if e["class"] is None else f"class {e['class']}"
+    bits, fixed = d["bits_per_token"], d["fixed_bits_per_token"]
+    return [
+        f"  entropy     model {e['model_id']}, {condition}, tiles in groups of {e['group']}, "
+        f"ids CRC-32 {e['ids_crc32']}",
+        f"  rate        {bits:.3f} bits per token"
+        + (f" ({bits / fixed:.1%} of bit-packed)" * bool(fixed)),
     ]
 
 
@@ -82,7 +115,7 @@ def _container(path: Path) -> tuple[dict[str, Any], list[str]]:
             out["records"].append(d)
             lines.append(
                 f"  [{i}] {name}: {d['size'][0]}x{d['size'][1]}, {d['tiles']} tiles, "
-                f"{d['tokens']} tokens, {len(data)} bytes"
+                f"{d['tokens']} tokens, {len(data)} bytes, {d['bits_per_token']:.3g} bits/token"
             )
     return out, lines
 

@@ -19,12 +19,14 @@ ENTRY_POINT_GROUP = "vistok.commands"
 COMMANDS = {
     "encode": ("tokenizers_vis.cli.encode", "encode images into .vtok token files"),
     "decode": ("tokenizers_vis.cli.decode", "decode .vtok token files into images"),
-    "info": ("tokenizers_vis.cli.info", "print a .vtok file's header and payload size"),
+    "info": ("tokenizers_vis.cli.info", "print a .vtok file's header, size and bits per token"),
+    "entropy": ("tokenizers_vis.cli.entropy", "fit a tokenizer's static entropy-coding table"),
     "data": ("tokenizers_vis.cli.data", "prepare, pack and show data sets"),
     "train": ("tokenizers_vis.cli.train", "train a tokenizer (LightningCLI: fit / validate)"),
-    "export": ("tokenizers_vis.cli.export", "turn a training checkpoint into a pretrained dir"),
+    "export": ("tokenizers_vis.cli.export", "checkpoint -> pretrained dir; tokenizer -> ONNX"),
     "eval": ("tokenizers_vis.cli.eval", "evaluate tokenizers and generators (rFID, PSNR, rate)"),
     "demo": ("tokenizers_vis.cli.demo", "the end-to-end demonstration on the bundled data"),
+    "bench": ("tokenizers_vis.cli.bench", "benchmark speed, FLOP fraction and memory here"),
 }
 
 

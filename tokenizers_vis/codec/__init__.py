@@ -8,11 +8,26 @@ docs/token-format.md).
     header, payload_bytes = codec.read_header(data)
     summary = codec.encode_files(c, ["photos/"], "out/")  # what `vistok encode` runs
     with codec.Container("set.vtoks", "a") as box: box.append("name", data)
+
+Entropy coding (payload codings 1 and 2): any `EntropyModel` (next-token probabilities for a
+prefix) range codes the ids; a static per-position table ships here, the GPT in `generation`.
+
+    c = codec.Codec.from_pretrained("emoji32", entropy="static")  # its entropy_static.* files
+    c = codec.Codec.from_pretrained("emoji32", entropy="runs/gpt/export")  # kind from config.json
 """
 
 from tokenizers_vis.codec.api import Codec, Encoded, EncodeOptions
 from tokenizers_vis.codec.bitpack import bit_width, bit_widths, pack, packed_bytes, unpack
 from tokenizers_vis.codec.container import Container, is_container
+from tokenizers_vis.codec.entropy import (
+    EntropyModel,
+    EntropyModelLoadError,
+    entropy_kinds,
+    files_identity,
+    load_entropy_model,
+)
+from tokenizers_vis.codec.entropy_coding import EntropyParams
+from tokenizers_vis.codec.errors import EntropyMismatchError, EntropyModelError
 from tokenizers_vis.codec.files import Failure, Summary, decode_files, encode_files
 from tokenizers_vis.codec.format import (
     FORMAT_VERSION,
@@ -30,6 +45,7 @@ from tokenizers_vis.codec.format import (
 )
 from tokenizers_vis.codec.identity import directory_identity, model_identity
 from tokenizers_vis.codec.layout import LAYOUTS, coded_size
+from tokenizers_vis.codec.static_table import StaticTable
 
 __all__ = [
     "FORMAT_VERSION",
@@ -39,9 +55,15 @@ __all__ = [
     "CorruptedError",
     "EncodeOptions",
     "Encoded",
+    "EntropyMismatchError",
+    "EntropyModel",
+    "EntropyModelError",
+    "EntropyModelLoadError",
+    "EntropyParams",
     "Failure",
     "Header",
     "NotVtokError",
+    "StaticTable",
     "Summary",
     "TokenFile",
     "TruncatedError",
@@ -55,7 +77,10 @@ __all__ = [
     "directory_identity",
     "dumps",
     "encode_files",
+    "entropy_kinds",
+    "files_identity",
     "is_container",
+    "load_entropy_model",
     "loads",
     "model_identity",
     "pack",

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import io
 import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -26,7 +26,15 @@ from einops import rearrange
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from tokenizers_vis.codec import entropy_coding, static_table
 from tokenizers_vis.codec import format as fmt
+from tokenizers_vis.codec.batching import Job, batched
+from tokenizers_vis.codec.entropy import (
+    STATIC_CONFIG,
+    EntropyModel,
+    EntropyModelLoadError,
+    load_entropy_model,
+)
 from tokenizers_vis.codec.identity import directory_identity, model_identity
 from tokenizers_vis.codec.layout import (
     LayoutName,
@@ -37,6 +45,7 @@ from tokenizers_vis.codec.layout import (
 )
 from tokenizers_vis.codec.search import smallest_lengths
 from tokenizers_vis.data.transforms import load_rgb, to_tensor, to_uint8
+from tokenizers_vis.hub import resolve
 from tokenizers_vis.precision import autocast, pick_device, resolve_precision
 from tokenizers_vis.refine import refine_tokens
 from tokenizers_vis.tokenizer import Tokenizer, Tokens
@@ -56,6 +65,8 @@ class EncodeOptions:
         layout: "tile" or "resize" (see `codec.layout`).
         scale: tile layout: resample the image by this factor first.
         refine_steps: encoder-side refinement steps (`refine_tokens`); 0 = one encoder pass.
+        entropy_class: with a class-conditional entropy model, the class to code with (stored
+            in the file); None: its unconditional prediction.
     """
 
     num_tokens: int | None = None
@@ -63,6 +74,7 @@ class EncodeOptions:
     layout: LayoutName = "tile"
     scale: float = 1.0
     refine_steps: int = 0
+    entropy_class: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,53 +85,6 @@ class Encoded:
     data: bytes
     header: fmt.Header
     target_met: bool | None = None
-
-
-@dataclass
-class _Job:
-    """One image or file in flight: its tiles, and what the batches computed for them."""
-
-    tag: Any
-    tiles: np.ndarray  # (T S S 3) uint8 for encoding; (T n g) ids for decoding
-    extra: Any
-    done: int = 0
-    results: list[Any] = field(default_factory=list)
-
-
-def _batched(
-    jobs: Iterable[_Job], run: Callable[[list[tuple[_Job, slice]]], list[Any]], batch_size: int
-) -> Iterator[_Job]:
-    """Feed consecutive jobs' tiles through `run` in batches; yield each finished job in order.
-
-    A job is pulled from `jobs` only while the next batch has room, so at most one batch of
-    tiles (plus the job being read) is in memory.
-    """
-    pending: deque[_Job] = deque()
-    queued = 0  # tiles of pending jobs not yet run
-
-    def flush(final: bool) -> Iterator[_Job]:
-        nonlocal queued
-        while queued >= batch_size or (final and queued):
-            chunks, room = [], batch_size
-            for job in pending:
-                take = min(len(job.tiles) - job.done, room)
-                if take:
-                    chunks.append((job, slice(job.done, job.done + take)))
-                    room -= take
-                if not room:
-                    break
-            for (job, part), result in zip(chunks, run(chunks), strict=True):
-                job.results.append(result)
-                job.done = part.stop
-            queued -= batch_size - room
-            while pending and pending[0].done == len(pending[0].tiles):
-                yield pending.popleft()
-
-    for job in jobs:
-        pending.append(job)
-        queued += len(job.tiles)
-        yield from flush(final=False)
-    yield from flush(final=True)
 
 
 def _as_rgb(image: Image.Image | str | os.PathLike | bytes) -> Image.Image:
@@ -148,9 +113,14 @@ class Codec:
         identity: its 8-byte identity; default `model_identity(tokenizer)` (use
             `from_pretrained` to get the identity of a pretrained directory).
         device: "auto", "cpu", "cuda" or "cuda:N".
-        precision: "auto", "bf16" or "fp32" (`tokenizers_vis.precision`; auto: fp32 on CPUs
-            without native bf16).
+        precision: "fp32" (default), "auto" or "bf16" (`tokenizers_vis.precision`). A token
+            file is an interchange format: in fp32 it decodes to the same pixels on every
+            machine, while bf16 autocast (auto picks it on CPUs with native bf16) moves pixels
+            by a level or two and can change ids, so it is opt-in, for speed.
         batch_size: tiles per encoder / decoder batch.
+        entropy: an entropy model (`codec.entropy`): files are range coded with it (payload
+            coding 1 or 2) and files it wrote decode; None writes bit-packed files.
+        directory: the tokenizer's pretrained directory, where decoding finds its static table.
     """
 
     def __init__(
@@ -158,8 +128,10 @@ class Codec:
         tokenizer: Tokenizer,
         identity: bytes | None = None,
         device: str = "auto",
-        precision: str = "auto",
+        precision: str = "fp32",
         batch_size: int = 64,
+        entropy: EntropyModel | None = None,
+        directory: str | os.PathLike | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -168,12 +140,61 @@ class Codec:
         self.identity = identity if identity is not None else model_identity(tokenizer)
         self.precision, self.batch_size = precision, batch_size
         resolve_precision(precision, self.device)  # a bad name fails here, not mid-stream
+        self.directory = None if directory is None else Path(directory)
+        self._beside: EntropyModel | None = None  # the static table in `directory`, once read
+        self.set_entropy(entropy)
 
     @classmethod
-    def from_pretrained(cls, name_or_dir: str | os.PathLike, **kwargs: Any) -> Codec:
-        """A codec for a pretrained directory or shipped model name (kwargs as `Codec`)."""
-        identity = directory_identity(name_or_dir)
-        return cls(Tokenizer.from_pretrained(name_or_dir), identity, **kwargs)
+    def from_pretrained(
+        cls,
+        name_or_dir: str | os.PathLike,
+        entropy: EntropyModel | str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> Codec:
+        """A codec for a pretrained directory or shipped model name.
+
+        Args:
+            entropy: an EntropyModel, a path `load_entropy_model` reads, or "static" for the
+                table in the tokenizer's directory (`vistok entropy fit` writes it).
+            **kwargs: as `Codec`.
+        """
+        directory = resolve(name_or_dir)
+        if isinstance(entropy, str) and entropy == "static":
+            entropy = static_table.load(directory)
+        elif entropy is not None and not isinstance(entropy, EntropyModel):
+            entropy = load_entropy_model(entropy)
+        identity = directory_identity(directory)
+        tokenizer = Tokenizer.from_pretrained(directory)
+        return cls(tokenizer, identity, entropy=entropy, directory=directory, **kwargs)
+
+    def set_entropy(self, model: EntropyModel | None) -> None:
+        """Range code what this codec writes with `model` (None: bit-packed files).
+
+        Raises:
+            ValueError: the model codes other vocabularies, or was fitted on another tokenizer.
+        """
+        if model is not None:
+            entropy_coding.check_compatible(model, tuple(self.tokenizer.vocab_sizes), 1)
+            fitted_for = getattr(model, "tokenizer_id", None)
+            if fitted_for is not None and fitted_for != self.identity:
+                raise ValueError(
+                    f"the {model.describe()} was fitted on tokenizer {fitted_for.hex()}'s ids, "
+                    f"this is {self.identity.hex()}"
+                )
+        self.entropy = model
+
+    def entropy_models(self, coding: int) -> list[EntropyModel]:
+        """The entropy models that may decode files of `coding`: the one given, and for
+        static tables the one in the tokenizer's directory (read once, when first needed)."""
+        models = [self.entropy] if self.entropy is not None else []
+        if coding != fmt.CODING_STATIC or self.directory is None:
+            return models
+        if self._beside is None and (self.directory / STATIC_CONFIG).is_file():
+            try:
+                self._beside = static_table.load(self.directory)
+            except EntropyModelLoadError as err:
+                raise fmt.VtokError(f"the tokenizer's static table is unreadable: {err}") from None
+        return models + ([self._beside] if self._beside is not None else [])
 
     # Encoding ---------------------------------------------------------------------------
     def check_options(self, options: EncodeOptions) -> None:
@@ -185,6 +206,20 @@ class Codec:
             raise ValueError(f"tokens must be in 1..{max_tokens} for this model, got {k}")
         if options.refine_steps < 0:
             raise ValueError(f"refine steps must be >= 0, got {options.refine_steps}")
+        if self.entropy is not None:
+            entropy_coding.check_compatible(self.entropy, self.tokenizer.vocab_sizes, k or 1)
+            if k is None and self.entropy.max_tokens < max_tokens:
+                raise ValueError(
+                    f"the {self.entropy.describe()} predicts at most {self.entropy.max_tokens} "
+                    f"tokens: give num_tokens <= {self.entropy.max_tokens}"
+                )
+        c, classes = options.entropy_class, self.entropy.class_names if self.entropy else ()
+        if c is not None and not 0 <= c < len(classes):
+            raise ValueError(
+                f"entropy class {c}: the entropy model has classes 0..{len(classes) - 1}"
+                if classes
+                else "an entropy class needs a class-conditional entropy model"
+            )
         coded_size((1, 1), self.tokenizer.image_size, options.layout, options.scale)
 
     def encode_stream(
@@ -195,13 +230,13 @@ class Codec:
         self.check_options(options)
         s = self.tokenizer.image_size
 
-        def jobs() -> Iterator[_Job]:
+        def jobs() -> Iterator[Job]:
             for tag, image in items:
                 canvas = coded_size(image.size, s, options.layout, options.scale)
                 tiles = to_tiles(image, canvas, s)  # (T S S 3)
-                yield _Job(tag, tiles, (image.size, canvas, tile_extents(canvas, s)))
+                yield Job(tag, tiles, (image.size, canvas, tile_extents(canvas, s)))
 
-        def run(chunks: list[tuple[_Job, slice]]) -> list[Any]:
+        def run(chunks: list[tuple[Job, slice]]) -> list[Any]:
             tiles = np.concatenate([job.tiles[part] for job, part in chunks])  # (b S S 3)
             extents = np.concatenate([job.extra[2][part] for job, part in chunks])  # (b 2)
             ids, lengths, met = self._encode_tiles(tiles, extents, options)
@@ -212,7 +247,7 @@ class Codec:
                 start = stop
             return out
 
-        for job in _batched(jobs(), run, self.batch_size):
+        for job in batched(jobs(), run, self.batch_size):
             yield job.tag, self._finish(job, options)
 
     def encode_images(
@@ -255,7 +290,7 @@ class Codec:
             )
         return ids.cpu().numpy(), lengths.numpy(), met.numpy()
 
-    def _finish(self, job: _Job, options: EncodeOptions) -> Encoded:
+    def _finish(self, job: Job, options: EncodeOptions) -> Encoded:
         size, canvas, _ = job.extra
         parts = job.results
         width = max(p[0].shape[1] for p in parts)
@@ -277,20 +312,24 @@ class Codec:
             if options.target_psnr is None
             else bool(np.concatenate([p[2] for p in parts]).all())
         )
-        return Encoded(fmt.dumps(header, ids), header, met)
+        if self.entropy is None:
+            return Encoded(fmt.dumps(header, ids), header, met)
+        data = entropy_coding.dumps(header, ids, self.entropy, condition=options.entropy_class)
+        return Encoded(data, fmt.read_header(data)[0], met)
 
     # Decoding ---------------------------------------------------------------------------
     def read(self, data: bytes | memoryview) -> fmt.TokenFile:
         """Parse a .vtok file for this codec's tokenizer (VtokError with the reason if not)."""
-        token_file = fmt.loads(data, tokenizer_id=self.identity)
-        h, tok = token_file.header, self.tokenizer
+        h, payload = fmt.read_payload(data, tokenizer_id=self.identity)
+        tok = self.tokenizer
         ours = (tok.image_size, tok.max_tokens, tuple(tok.vocab_sizes))
         if (h.tile_size, h.max_tokens, h.vocab_sizes) != ours:
             raise fmt.WrongTokenizerError(
                 f"the header says tile {h.tile_size}, K {h.max_tokens}, vocab {h.vocab_sizes}; "
                 f"this tokenizer has {ours[0]}, {ours[1]}, {ours[2]}"
             )
-        return token_file
+        models = self.entropy_models(h.coding) if h.coding != fmt.CODING_BITPACK else []
+        return fmt.TokenFile(h, entropy_coding.decode_payload(h, payload, models))
 
     def decode_stream(
         self,
@@ -304,7 +343,7 @@ class Codec:
         so an image decodes the same way whenever the batch it falls in is the same.
         """
 
-        def run(chunks: list[tuple[_Job, slice]]) -> list[np.ndarray]:
+        def run(chunks: list[tuple[Job, slice]]) -> list[np.ndarray]:
             ids = [job.tiles[part] for job, part in chunks]  # (m n_j g) each
             lengths = np.concatenate([job.extra[part] for job, part in chunks])  # (b)
             width = max(i.shape[1] for i in ids)
@@ -322,8 +361,8 @@ class Codec:
                 start += part.stop - part.start
             return out
 
-        jobs = (_Job((tag, tf.header), tf.ids, np.asarray(tf.header.lengths)) for tag, tf in items)
-        for job in _batched(jobs, run, self.batch_size):
+        jobs = (Job((tag, tf.header), tf.ids, np.asarray(tf.header.lengths)) for tag, tf in items)
+        for job in batched(jobs, run, self.batch_size):
             tag, header = job.tag
             tiles = np.concatenate(job.results)  # (T S S 3)
             yield tag, tiles_to_image(tiles, header.coded_size, header.size)

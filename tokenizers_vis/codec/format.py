@@ -5,10 +5,10 @@
 
 Integers are unsigned LEB128 varints unless the spec says otherwise, so a 32x32 image at
 k = 64 with the shipped model is a 24-byte header + 96-byte payload + 4-byte checksum.
-`coding` says how the payload codes the ids (0 = bit-packed, `bitpack.py`); every coding keeps
-the header and the trailing CRC-32, so a reader can always show the header and check the file,
-and a new coding (entropy coding, issue 12) is a new value, not a format break. Readers refuse
-versions, codings and layouts they do not know, naming them.
+`coding` says how the payload codes the ids (0 = bit-packed, `bitpack.py`; 1 and 2 = range coded
+with an entropy model, `entropy_coding.py`); every coding keeps the header and the trailing
+CRC-32, so a reader can always show the header and check the file. Readers refuse versions,
+codings and layouts they do not know, naming them.
 
 This module needs only numpy and the standard library (no torch), so it is the reference reader.
 """
@@ -22,6 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tokenizers_vis.codec import bitpack
+from tokenizers_vis.codec.errors import (
+    CorruptedError,
+    NotVtokError,
+    TruncatedError,
+    UnsupportedError,
+    VtokError,
+    WrongTokenizerError,
+)
 
 __all__ = [
     "CODINGS",
@@ -36,47 +44,32 @@ __all__ = [
     "VtokError",
     "WrongTokenizerError",
     "dumps",
+    "dumps_payload",
     "loads",
     "read_header",
+    "read_payload",
+    "scatter_ids",
+    "stored_rows",
+    "unpack_ids",
 ]
 
 MAGIC = b"VTOK"
 FORMAT_VERSION = 1
 ID_BYTES = 8
 CRC_BYTES = 4
-CODING_BITPACK = 0
-# Known to this reader; the names of reserved values make refusals specific.
-CODINGS = {CODING_BITPACK: "bit-packed"}
-RESERVED_CODINGS = {1: "entropy coded (per-position table)", 2: "entropy coded (GPT)"}
+CODING_BITPACK, CODING_STATIC, CODING_MODEL = 0, 1, 2
+# The payload codings this reader knows. 1 and 2 need an entropy model to decode
+# (`codec.entropy`): a context-free table, or a model of the prefix such as the GPT.
+CODINGS = {
+    CODING_BITPACK: "bit-packed",
+    CODING_STATIC: "entropy coded: static table",
+    CODING_MODEL: "entropy coded: autoregressive model",
+}
 LAYOUT_TILE, LAYOUT_RESAMPLED = 0, 1
 LAYOUTS = {LAYOUT_TILE: "tile", LAYOUT_RESAMPLED: "resampled"}
 MAX_SIDE = 1 << 24  # a sanity bound that tells a corrupted size from a real one
 MAX_SUBCODEBOOKS = 255
 MAX_TILES = 1 << 22  # 4M tiles: a 32k x 32k image in 16-pixel tiles
-
-
-class VtokError(ValueError):
-    """A .vtok file cannot be read; `str(err)` is a one-line reason."""
-
-
-class NotVtokError(VtokError):
-    """The bytes do not start with the .vtok magic."""
-
-
-class TruncatedError(VtokError):
-    """The file ends before the header says it should."""
-
-
-class CorruptedError(VtokError):
-    """The checksum does not match, or a header field is impossible."""
-
-
-class UnsupportedError(VtokError):
-    """A newer format version, or a coding / layout this reader does not know."""
-
-
-class WrongTokenizerError(VtokError):
-    """The file was written by another tokenizer than the one asked to decode it."""
 
 
 @dataclass(frozen=True)
@@ -288,18 +281,16 @@ def _decode_header(data: bytes | memoryview) -> tuple[Header, int]:
     return header, r.pos
 
 
-def dumps(header: Header, ids: np.ndarray) -> bytes:
-    """Write a bit-packed .vtok file.
+def stored_rows(header: Header, ids: np.ndarray) -> np.ndarray:
+    """The ids a file stores, in stream order: (sum_t k_t, g), tile-major, then token order.
 
     Args:
         header: its `lengths` say how many ids of each tile are stored.
         ids: (T, n, g) integer array, n >= every tile's k; ids past a tile's k are ignored.
 
-    Returns:
-        The file's bytes.
+    Raises:
+        ValueError: a wrong shape, or ids outside the vocabularies.
     """
-    if header.coding != CODING_BITPACK:
-        raise UnsupportedError(f"this vistok writes coding {CODING_BITPACK} only")
     ids = np.asarray(ids)
     t, g = header.num_tiles, len(header.vocab_sizes)
     if ids.ndim != 3 or ids.shape[0] != t or ids.shape[2] != g:
@@ -307,11 +298,31 @@ def dumps(header: Header, ids: np.ndarray) -> bytes:
     lengths = np.asarray(header.lengths)
     if ids.shape[1] < lengths.max():
         raise ValueError(f"ids hold {ids.shape[1]} tokens per tile, a tile needs {lengths.max()}")
-    keep = np.arange(ids.shape[1])[None, :] < lengths[:, None]  # (T n)
-    rows = ids[keep]  # (sum k, g), tile-major then token order
-    if (rows >= np.asarray(header.vocab_sizes)).any():
+    rows = ids[np.arange(ids.shape[1])[None, :] < lengths[:, None]]  # (sum k, g)
+    if (rows < 0).any() or (rows >= np.asarray(header.vocab_sizes)).any():
         raise ValueError(f"ids out of range for vocabulary sizes {header.vocab_sizes}")
-    body = encode_header(header) + bitpack.pack(rows, bitpack.bit_widths(header.vocab_sizes))
+    return rows
+
+
+def scatter_ids(header: Header, rows: np.ndarray) -> np.ndarray:
+    """Inverse of `stored_rows`: (sum_t k_t, g) -> (T, n, g) int64, zero past each k."""
+    lengths = np.asarray(header.lengths)
+    ids = np.zeros((header.num_tiles, int(lengths.max()), rows.shape[1]), dtype=np.int64)
+    ids[np.arange(ids.shape[1])[None, :] < lengths[:, None]] = rows  # (T n g)
+    return ids
+
+
+def dumps(header: Header, ids: np.ndarray) -> bytes:
+    """Write a bit-packed .vtok file (coding 0) of ids (T, n, g); returns its bytes."""
+    if header.coding != CODING_BITPACK:
+        raise UnsupportedError("dumps writes coding 0; entropy codings: `entropy_coding.dumps`")
+    widths = bitpack.bit_widths(header.vocab_sizes)
+    return dumps_payload(header, bitpack.pack(stored_rows(header, ids), widths))
+
+
+def dumps_payload(header: Header, payload: bytes) -> bytes:
+    """A whole file from its header and an already coded payload: header | payload | CRC-32."""
+    body = encode_header(header) + payload
     return body + zlib.crc32(body).to_bytes(CRC_BYTES, "little")
 
 
@@ -368,8 +379,10 @@ def read_header(data: bytes | memoryview) -> tuple[Header, int]:
     return header, len(data) - offset - CRC_BYTES
 
 
-def loads(data: bytes | memoryview, tokenizer_id: bytes | None = None) -> TokenFile:
-    """Parse and check a whole file.
+def read_payload(
+    data: bytes | memoryview, tokenizer_id: bytes | None = None
+) -> tuple[Header, memoryview]:
+    """Parse and check a file of a known coding: (header, payload bytes).
 
     Args:
         data: the file's bytes.
@@ -379,20 +392,32 @@ def loads(data: bytes | memoryview, tokenizer_id: bytes | None = None) -> TokenF
         VtokError: with a one-line reason (see the subclasses).
     """
     header, offset = _checked(data)
-    if header.coding != CODING_BITPACK:
-        name = RESERVED_CODINGS.get(header.coding, "unknown")
+    if header.coding not in CODINGS:
         raise UnsupportedError(
-            f"payload coding {header.coding} ({name}) is not supported by this vistok "
-            f"(it reads {CODING_BITPACK} = {CODINGS[CODING_BITPACK]})"
+            f"payload coding {header.coding} (unknown) is not supported by this vistok "
+            f"(it reads {', '.join(f'{c} = {n}' for c, n in CODINGS.items())})"
         )
     if tokenizer_id is not None and header.tokenizer_id != tokenizer_id:
         raise WrongTokenizerError(
             f"written by tokenizer {header.tokenizer_id.hex()}, not by this one "
             f"({tokenizer_id.hex()}): decode it with the model that encoded it"
         )
-    widths = bitpack.bit_widths(header.vocab_sizes)
-    rows = bitpack.unpack(memoryview(data)[offset:], header.num_tokens, widths)  # (sum k, g)
-    lengths = np.asarray(header.lengths)
-    ids = np.zeros((header.num_tiles, int(lengths.max()), len(widths)), dtype=np.int64)
-    ids[np.arange(ids.shape[1])[None, :] < lengths[:, None]] = rows  # (T n g)
-    return TokenFile(header, ids)
+    return header, memoryview(data)[offset : len(data) - CRC_BYTES]
+
+
+def loads(data: bytes | memoryview, tokenizer_id: bytes | None = None) -> TokenFile:
+    """`read_payload` and unpack a bit-packed file (entropy-coded ones need their model:
+    `Codec.read` or `entropy_coding.loads`). Raises VtokError with a one-line reason."""
+    header, payload = read_payload(data, tokenizer_id)
+    if header.coding != CODING_BITPACK:
+        raise UnsupportedError(
+            f"payload coding {header.coding} ({CODINGS[header.coding]}) needs its entropy "
+            "model to decode: read it with a Codec given that model"
+        )
+    return TokenFile(header, unpack_ids(header, payload))
+
+
+def unpack_ids(header: Header, payload: bytes | memoryview) -> np.ndarray:
+    """A coding-0 payload -> ids (T, n, g) int64, zero past each tile's k."""
+    rows = bitpack.unpack(payload, header.num_tokens, bitpack.bit_widths(header.vocab_sizes))
+    return scatter_ids(header, rows)  # (T n g)
