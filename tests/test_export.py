@@ -189,3 +189,31 @@ def test_lineage_of_a_vanished_init_from_keeps_the_name(tmp_path: Path) -> None:
 
     assert lineage(None, 5) == {}
     assert lineage(str(tmp_path / "gone"), 5) == {"init_from": str(tmp_path / "gone")}
+
+
+def test_frozen_parts_export_their_live_weights_not_the_drifted_average(
+    ckpt: Path, tmp_path: Path
+) -> None:
+    """EMA rounding moves a frozen weight's average off the weight; export must not ship that."""
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    raw = checkpoint["current_model_state"]
+    checkpoint["state_dict"] = {
+        k: v + 1e-3 if k.startswith("tokenizer.encoder.") else v.clone() for k, v in raw.items()
+    }
+    checkpoint["hyper_parameters"]["freeze"] = ["encoder"]
+    frozen = tmp_path / "frozen.ckpt"
+    torch.save(checkpoint, frozen)
+    assert export(frozen, tmp_path / "out") == 0
+    out = load_file(tmp_path / "out" / "model.safetensors")
+    for key, value in out.items():
+        expected = raw["tokenizer." + key]
+        if key.startswith("encoder."):  # frozen: the live weights, exactly
+            assert torch.equal(value, expected), key
+        elif value.is_floating_point():  # the rest: the average (here = live, unshifted)
+            assert torch.equal(value, expected), key
+    del checkpoint["hyper_parameters"]["freeze"]  # not frozen: the (shifted) average ships
+    torch.save(checkpoint, frozen)
+    assert export(frozen, tmp_path / "plain") == 0
+    plain = load_file(tmp_path / "plain" / "model.safetensors")
+    shifted = [k for k in plain if k.startswith("encoder.") and plain[k].is_floating_point()]
+    assert shifted and all(not torch.equal(plain[k], raw["tokenizer." + k]) for k in shifted)
