@@ -1,7 +1,8 @@
 """Training callbacks: reconstruction grids at several prefix lengths, codebook usage per position.
 
-EMA weights come from Lightning's own `EMAWeightAveraging` callback (see configs/trainer/*.yaml);
-it swaps the averaged weights in for validation, so grids and metrics show the EMA model.
+EMA weights come from Lightning's `EMAWeightAveraging` with a warmed-up decay (`WarmupEMA`, see
+configs/trainer/*.yaml); it swaps the averaged weights in for validation, so grids and metrics
+show the EMA model.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch import Tensor
 
 from tokenizers_vis.data.transforms import to_uint8
@@ -178,3 +180,30 @@ def save_usage(stats: dict[str, Any], step: int, path: Path) -> Path:
     tmp.write_text(json.dumps(record) + "\n")
     tmp.replace(path)
     return path
+
+
+def warmup_decay(decay: float, num_averaged: int) -> float:
+    """The EMA decay after `num_averaged` updates: (1 + n) / (10 + n), capped at `decay`."""
+    return min(decay, (1 + num_averaged) / (10 + num_averaged))
+
+
+class WarmupEMA(EMAWeightAveraging):
+    """Lightning's EMA with the decay warmed up from 0.1 to `decay` (timm / diffusers style).
+
+    With a fixed 0.999, the average of a run shorter than a few thousand steps is still mostly its
+    first weights: a 2,000-step rectified-flow decoder trained from adaLN-Zero's zero heads
+    exported noise (7.7 dB) while its live weights decoded at 11.6-17.2 dB. The warmed-up decay
+    forgets the start after a few hundred steps and reaches `decay` where it no longer hurts.
+    The update is a lerp, so the average of a frozen weight stays that weight exactly.
+    """
+
+    def __init__(self, decay: float = 0.999, **kwargs: Any) -> None:
+        super().__init__(decay=decay, **kwargs)
+        self.decay = decay
+
+        def update(average: Tensor, current: Tensor, num_averaged: Tensor | int) -> Tensor:
+            if not average.is_floating_point():  # integer buffers (counters): the live value
+                return current
+            return average.lerp(current, 1.0 - warmup_decay(self.decay, int(num_averaged)))
+
+        self._kwargs["avg_fn"] = update  # what WeightAveraging hands to AveragedModel
