@@ -19,6 +19,7 @@ from tokenizers_vis.evaluation import (
     write_report,
 )
 from tokenizers_vis.metrics import bits_per_token
+from tokenizers_vis.precision import resolve_precision
 
 FAST = dict(fid=False, perceptual="none", batch_size=8, codec_cache=False)
 
@@ -48,7 +49,9 @@ def test_in_memory_model_and_images(tok, images, one_thread):
     assert result.row(8)["bytes_per_image"] == pytest.approx(8 * bits / 8)
     assert result.row(8)["psnr"] != result.row(1)["psnr"]
     assert [r["quality"] for r in result.codecs["webp"]] == [5, 90]
-    assert result.meta["data"] == "(images passed in)" and result.meta["precision"] == "fp32"
+    # precision auto: whatever this CPU runs natively (bf16 on AVX512-BF16 / AMX, else fp32)
+    expected = resolve_precision("auto", torch.device("cpu")).name
+    assert result.meta["data"] == "(images passed in)" and result.meta["precision"] == expected
     assert result.meta["cpu"] and result.grid[0][0] == "original"
     # Token budgets (1, 8 B) are below WebP's smallest file: nothing to interpolate against.
     assert all(e["webp"]["interpolated"] is None for e in result.equal_bytes())
@@ -59,6 +62,7 @@ def test_in_memory_model_and_images(tok, images, one_thread):
 def test_data_spec_matches_the_same_images_passed_in(tok, images, one_thread):
     from_spec = evaluate_tokenizer(tok, "emoji", num_images=8, ks=[4], codecs=(), **FAST)
     direct = evaluate_tokenizer(tok, images, ks=[4], codecs=(), **FAST)
+
     def metrics(result):  # wall time aside
         return [{k: v for k, v in r.items() if k != "seconds_per_image"} for r in result.rows]
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import functools
-import hashlib
 import importlib
 import json
 import os
@@ -111,17 +109,6 @@ class EntropyModel(abc.ABC):
         return f"{self.kind} entropy model {self.identity.hex()}"
 
 
-@functools.lru_cache(maxsize=64)
-def _hash(paths: tuple[str, ...], stamps: tuple[tuple[int, int], ...]) -> bytes:
-    del stamps  # part of the cache key only: a rewritten file gets a new identity
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.digest()[:MODEL_ID_BYTES]
-
-
 def files_identity(paths: Sequence[str | os.PathLike]) -> bytes:
     """`MODEL_ID_BYTES` bytes of SHA-256 over the files' bytes, in order (config, then weights):
     `cat config.json model.safetensors | sha256sum | cut -c1-8`."""
@@ -130,7 +117,9 @@ def files_identity(paths: Sequence[str | os.PathLike]) -> bytes:
         stamps = tuple((os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in names)
     except OSError as err:
         raise EntropyModelLoadError(f"{err.filename}: {err.strerror}") from None
-    return _hash(names, stamps)
+    from tokenizers_vis.codec.identity import sha256_files  # (imports the tokenizer stack)
+
+    return sha256_files(names, stamps)[:MODEL_ID_BYTES]
 
 
 def entropy_kinds() -> dict[str, str]:

@@ -36,6 +36,7 @@ from tokenizers_vis.codec import bitpack
 from tokenizers_vis.codec import format as fmt
 from tokenizers_vis.codec.entropy import MODEL_ID_BYTES, EntropyModel
 from tokenizers_vis.codec.errors import CorruptedError, EntropyMismatchError, EntropyModelError
+from tokenizers_vis.codec.format import _varint
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -52,15 +53,6 @@ __all__ = [
 
 DEFAULT_GROUP = 64  # tiles per batch: enough to keep a GPT busy, a small KV cache per group
 _WHAT = {fmt.CODING_STATIC: "a static table", fmt.CODING_MODEL: "an autoregressive model"}
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:

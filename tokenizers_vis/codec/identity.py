@@ -32,14 +32,16 @@ __all__ = ["directory_identity", "model_identity", "shipped_identities"]
 
 
 @functools.lru_cache(maxsize=64)
-def _hash_files(paths: tuple[str, ...], stamps: tuple[tuple[int, int], ...]) -> bytes:
-    del stamps  # part of the cache key only
+def sha256_files(paths: tuple[str, ...], stamps: tuple[tuple[int, int], ...]) -> bytes:
+    """SHA-256 of the files' bytes in order; `stamps` (size, mtime_ns) per file are part of the
+    cache key only, so a rewritten file gets a new digest."""
+    del stamps
     digest = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
-    return digest.digest()[:ID_BYTES]
+    return digest.digest()
 
 
 def directory_identity(name_or_dir: str | os.PathLike) -> bytes:
@@ -50,7 +52,7 @@ def directory_identity(name_or_dir: str | os.PathLike) -> bytes:
         stamps = tuple((os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths)
     except OSError as err:
         raise PretrainedError(f"{directory}: {err.strerror}: {err.filename}") from None
-    return _hash_files(paths, stamps)
+    return sha256_files(paths, stamps)[:ID_BYTES]
 
 
 def model_identity(tokenizer: Tokenizer) -> bytes:
