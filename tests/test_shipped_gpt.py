@@ -11,6 +11,7 @@ from generation.gpt import GPT
 from generation.hub import list_pretrained, resolve
 from tokenizers_vis import Tokenizer
 from tokenizers_vis.data.emoji import load_emoji
+from tokenizers_vis.data.transforms import to_tensor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -20,7 +21,7 @@ def test_gpt_emoji_codes_test_emoji_at_its_cards_bits_per_token() -> None:
     gpt = GPT.from_pretrained(resolve("gpt_emoji")).eval()
     data = load_emoji(32)
     test = data["splits"] == "test"
-    images = torch.from_numpy(data["images"][test]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    images = torch.stack([to_tensor(im) for im in data["images"][test]])  # (179 3 32 32)
     labels = torch.from_numpy(data["labels"][test])
     with torch.no_grad():
         ids = Tokenizer.from_pretrained("emoji32").eval().encode(images).ids  # (179 64 1)
@@ -43,7 +44,7 @@ def test_emoji32_static_table_codes_test_emoji_at_7_42_bits_per_token() -> None:
     table = static_table.load(resolve_tokenizer("emoji32"))
     data = load_emoji(32)
     test = data["splits"] == "test"
-    images = torch.from_numpy(data["images"][test]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    images = torch.stack([to_tensor(im) for im in data["images"][test]])  # (179 3 32 32)
     with torch.no_grad():
         ids = Tokenizer.from_pretrained("emoji32").eval().encode(images).ids.numpy()
     bits = table.bits(ids) / ids[..., 0].size  # the baseline: 7.42 bits per token

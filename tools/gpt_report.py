@@ -25,7 +25,7 @@ from generation.sampling import generate
 from tokenizers_vis import Tokenizer, Tokens
 from tokenizers_vis.atomic import atomic_write
 from tokenizers_vis.data.emoji import load_emoji
-from tokenizers_vis.data.transforms import to_unit
+from tokenizers_vis.data.transforms import to_tensor, to_uint8
 from tokenizers_vis.evaluation import evaluate_generator
 from tokenizers_vis.evaluation.report import grid_png
 from tokenizers_vis.precision import cpu_model_name
@@ -43,11 +43,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     return p.parse_args(argv)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """(b 3 h w) in [-1, 1] -> uint8 (b 3 h w)."""
-    return (to_unit(images.float()) * 255).round().clamp(0, 255).to(torch.uint8)
 
 
 def score(images: torch.Tensor, reference: str, seed: int) -> dict:
@@ -87,11 +82,10 @@ def main(argv: list[str] | None = None) -> None:
             if k == K:
                 grids[text] = [(str(c), images[labels == c][:10]) for c in range(gpt.num_classes)]
     data = load_emoji(tok.image_size)
-    real = torch.from_numpy(data["images"][data["splits"] == args.floor_split])  # (m h w 3)
-    real = real.permute(0, 3, 1, 2).contiguous()  # (m 3 h w) uint8
+    real = torch.stack([to_tensor(im) for im in data["images"][data["splits"] == args.floor_split]])
     rows.append({"kind": f"real {args.floor_split} images", "cfg": None, "k": None,
-                 **score(real.float() / 127.5 - 1, args.reference, args.seed)})  # fmt: skip
-    codes = tok.encode(real.float() / 127.5 - 1).ids  # (m K g)
+                 **score(real, args.reference, args.seed)})  # fmt: skip
+    codes = tok.encode(real).ids  # (m K g)
     for k in ks:
         recon = tok.decode(Tokens(codes[:, :k]))
         rows.append({"kind": f"{name} reconstructions of {args.floor_split}", "cfg": None, "k": k,
