@@ -17,8 +17,6 @@ used; a class given at encoding is stored in the file.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from generation.gpt import GPT, KVCache
 from generation.hub import load_pretrained
 from tokenizers_vis.codec.entropy import MODEL_ID_BYTES, EntropyModel, files_identity
 from tokenizers_vis.codec.format import CODING_MODEL
+from tokenizers_vis.codec.identity import module_digest
 from tokenizers_vis.hub import CONFIG_NAME, WEIGHTS_NAME
 
 __all__ = ["GPTEntropyModel", "load"]
@@ -47,13 +46,7 @@ class _State:
 
 def _tensor_identity(gpt: GPT) -> bytes:
     """For a GPT that was never saved: a hash of its spec and every tensor."""
-    digest = hashlib.sha256(b"vistok-unsaved-gpt\0")
-    digest.update(json.dumps(gpt.config, sort_keys=True).encode())
-    for name, tensor in sorted(gpt.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.digest()[:MODEL_ID_BYTES]
+    return module_digest(gpt, b"vistok-unsaved-gpt\0")[:MODEL_ID_BYTES]
 
 
 class GPTEntropyModel(EntropyModel):

@@ -30,6 +30,7 @@ from tokenizers_vis.codec import (
 )
 from tokenizers_vis.codec import entropy_coding as ec
 from tokenizers_vis.codec.static_table import STATIC_CONFIG, STATIC_WEIGHTS, count_ids, load
+from tokenizers_vis.data.transforms import to_tensor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,8 +69,7 @@ def _images(n: int, seed: int = 0) -> list[Image.Image]:
 
 def _fit(codec: Codec, images: list[Image.Image]) -> StaticTable:
     tok = codec.tokenizer
-    x = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images])
-    x = x.float() / 127.5 - 1  # (n 3 16 16)
+    x = torch.stack([to_tensor(im) for im in images])  # (n 3 16 16) in [-1, 1]
     with torch.no_grad():
         ids = tok.encode(x).ids.numpy()  # (n K g)
     return StaticTable.fit([ids], tok.vocab_sizes, tok.max_tokens, tokenizer_id=codec.identity)

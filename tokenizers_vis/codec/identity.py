@@ -55,15 +55,21 @@ def directory_identity(name_or_dir: str | os.PathLike) -> bytes:
     return sha256_files(paths, stamps)[:ID_BYTES]
 
 
-def model_identity(tokenizer: Tokenizer) -> bytes:
-    """8-byte identity of an in-memory tokenizer: its spec and every tensor's bytes."""
-    digest = hashlib.sha256(b"vistok-unsaved-model\0")
-    digest.update(json.dumps(tokenizer.config, sort_keys=True).encode())
-    for name, tensor in sorted(tokenizer.state_dict().items()):
+def module_digest(module: torch.nn.Module, tag: bytes) -> bytes:
+    """SHA-256 of an unsaved module: `tag`, its `config` spec and every tensor's name, dtype,
+    shape and bytes (the same weights give the same digest on any machine)."""
+    digest = hashlib.sha256(tag)
+    digest.update(json.dumps(module.config, sort_keys=True).encode())
+    for name, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.digest()[:ID_BYTES]
+    return digest.digest()
+
+
+def model_identity(tokenizer: Tokenizer) -> bytes:
+    """8-byte identity of an in-memory tokenizer: its spec and every tensor's bytes."""
+    return module_digest(tokenizer, b"vistok-unsaved-model\0")[:ID_BYTES]
 
 
 def shipped_identities() -> dict[bytes, str]:
