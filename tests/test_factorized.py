@@ -183,7 +183,9 @@ def test_semantic_training_step_and_export(tmp_path: Path, images16: torch.Tenso
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
+    features = tmp_path / "teacher.safetensors"
     system = semantic_system(disentangle_weight=0.1)
+    system._teacher[0].path = features  # = semantic: {cache_file: ...} in a config
     trainer = L.Trainer(
         accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
@@ -196,6 +198,10 @@ def test_semantic_training_step_and_export(tmp_path: Path, images16: torch.Tenso
     assert any(not torch.equal(a, p) for a, p in zip(head_before, after, strict=True))
     cache = system._teacher[0]
     assert cache.misses == 4 and cache.hits == 8  # one teacher pass per image, then cached
+    again = TokenizerSystem(
+        "tiny_cpu_fvq", semantic_weight=1.0, semantic={**SEMANTIC, "cache_file": str(features)}
+    )
+    assert len(again._teacher[0].store) == 4  # the next run starts with the features
     tok = tv.Tokenizer(**system.tokenizer.config)
     tok.load_state_dict(submodule_state(system.state_dict()), strict=True)  # head not exported
     tok.eval().save_pretrained(tmp_path / "m")
@@ -241,6 +247,27 @@ def test_feature_cache_keys_on_pixels() -> None:
     uncached = FeatureCache(teacher, max_entries=0)
     uncached(images), uncached(images)
     assert calls == [3, 1, 3, 3] and not uncached.store
+
+
+def test_feature_file_carries_features_to_the_next_run_of_the_same_teacher(tmp_path) -> None:
+    calls = []
+
+    def teacher(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return x.flatten(1)[:, :5] * 2
+
+    path = tmp_path / "features" / "teacher.safetensors"
+    images = torch.rand(3, 3, 4, 4) * 2 - 1
+    first = FeatureCache(teacher, path=path, teacher_key="a")
+    features = first(images)
+    assert not path.exists()  # below SAVE_EVERY new entries: written on the first all-hit call
+    first(images)
+    assert path.is_file() and calls == [3]
+    second = FeatureCache(teacher, path=path, teacher_key="a")
+    assert torch.equal(second(images), features) and calls == [3]  # no teacher pass
+    other = FeatureCache(teacher, path=path, teacher_key="b")  # another teacher: ignored
+    other(images)
+    assert calls == [3, 3]
 
 
 def test_inception_teacher_is_frozen_and_offline() -> None:

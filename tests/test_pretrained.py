@@ -58,14 +58,26 @@ def test_demo_runs_end_to_end_without_fid(tmp_path) -> None:
     from tokenizers_vis.cli import demo
 
     out = tmp_path / "demo"
-    assert demo.main(["--out", str(out), "--num-images", "24", "--refine-steps", "2"]) == 0
+    argv = ["--out", str(out), "--num-images", "24", "--refine-steps", "2", "--gpt-tokens", "4"]
+    assert demo.main(argv) == 0
     summary = (out / "SUMMARY.md").read_text()
     assert "| 64 | 96.0 |" in summary
     assert "| PSNR | SSIM | PSNR refined (2) | SSIM refined (2) |" in summary
-    # Each codec's rows once, in its own table; the equal-bytes section says what is comparable.
-    assert summary.count("| 95 | ") == 2 and "smallest file" in summary
-    for name in ("emoji_contact_sheet.png", "photos_contact_sheet.png", "eval/reconstructions.png"):
-        assert (out / name).stat().st_size > 1000
-    assert (out / "eval" / "report.json").is_file()
-    assert "encoded 17 of 17 files" in summary and "comes back at 451x300" in summary
-    assert len(list((out / "codec" / "decoded" / "k16").glob("*.png"))) == 17
+    # Each codec's rows once per data set, in its own table; the equal-bytes sections say what
+    # is comparable.
+    assert summary.count("| 95 | ") == 4 and "smallest file" in summary
+    assert "Every prefix decodes: emoji" in summary and "Every prefix decodes: photos" in summary
+    images = ["emoji_contact_sheet.png", "photos_contact_sheet.png", "gpt/grid.png"]
+    images += [f"eval_{d}/{name}" for d in ("emoji", "photos") for name in ("reconstructions.png",
+               "metric_vs_bytes.png")]  # fmt: skip
+    for name in images:
+        assert (out / name).stat().st_size > 1000, name
+    assert (out / "eval_emoji" / "report.json").is_file()
+    # Token files at every k for both held-out sets and the full-size photo, scored.
+    rows = [line for line in summary.splitlines() if line.startswith("| held-out ")]
+    assert len(rows) == 6 and all(float(r.split("|")[-2]) > 12 for r in rows)
+    assert "comes back at 451x300" in summary
+    for name in ("emoji", "photos"):
+        assert len(list((out / "codec" / "decoded" / name / "k16").glob("*.png"))) == 16
+    assert "72 samples of `gpt_emoji`, 4 tokens each" in summary
+    assert "No rectified-flow decoder ships" in summary

@@ -1,13 +1,18 @@
-"""`vistok demo`: the main job, end to end on the bundled data, in a few minutes on a CPU.
+"""`vistok demo`: the main job, end to end on the bundled data and the shipped models, in
+minutes on a CPU.
 
 1. data: contact sheets and summary tables of the emoji and photo sets;
-2. evaluation (`tokenizers_vis.evaluation.evaluate_tokenizer`): the shipped tokenizer encodes
-   held-out emoji once and decodes every prefix k = 1, 2, 4, ..., K (a reconstruction grid, PSNR /
-   SSIM / MS-SSIM per k), and the same images go through JPEG and WebP for the rate-distortion
-   comparison at equal bytes;
-3. token files (`tokenizers_vis.codec`): held-out emoji and a full-size photo encoded to
-   .vtok files at k = 16 and 64 and decoded back at their own size;
-4. optional: refined tokens (`--refine-steps N`) and rFID / KID (`--fid`), each several
+2. evaluation (`tokenizers_vis.evaluation.evaluate_tokenizer`): the shipped emoji tokenizer
+   encodes held-out emoji once and decodes every prefix k = 1, 2, 4, ..., K (a reconstruction
+   grid, PSNR / SSIM / MS-SSIM per k), and the same images go through JPEG and WebP for the
+   rate-distortion comparison at equal bytes; then the same on held-out photo crops with the
+   photo tokenizer;
+3. token files (`tokenizers_vis.codec`): held-out emoji, photo crops and a full-size photo
+   encoded to .vtok files at k = 4, 16 and 64, decoded back at their own size and scored;
+4. the deterministic and rectified-flow decoders side by side at small k (`--rf-model`: no
+   rectified-flow decoder ships yet);
+5. a GPT sample grid (the shipped `gpt_emoji`, through the `generation` plug-in's `sample`);
+6. optional: refined tokens (`--refine-steps N`) and rFID / KID (`--fid`), each several
    CPU-minutes more.
 Everything lands in `--out` (default `out/demo`), summarised in `out/demo/SUMMARY.md`.
 """
@@ -21,9 +26,12 @@ import time
 from pathlib import Path
 
 from tokenizers_vis.cli.common import ArgumentParser, non_negative, positive
+from tokenizers_vis.cli.demo_codec import token_files
+from tokenizers_vis.cli.demo_generation import decoders_side_by_side, gpt_grid
 
 # Codec qualities of the demo's sweep: spans both codecs' byte range at 32x32 in a few seconds.
 DEMO_QUALITIES = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+PHOTO_MODEL = "photo32"
 
 
 def show_data(out: Path, size: int) -> list[str]:
@@ -46,43 +54,6 @@ def show_data(out: Path, size: int) -> list[str]:
     return lines
 
 
-def token_files(out: Path, model: str, count: int = 16) -> list[str]:
-    """The codec: held-out emoji and a full-size photo as image files -> .vtok -> images at their
-    own size (what `vistok encode` / `vistok decode` do); returns Markdown lines."""
-    from skimage import data as skdata
-
-    from tokenizers_vis import codec
-    from tokenizers_vis.data import build_dataset
-    from tokenizers_vis.data.transforms import to_pil
-
-    src, vtok, back = (out / "codec" / name for name in ("images", "vtok", "decoded"))
-    src.mkdir(parents=True, exist_ok=True)
-    emoji = build_dataset("emoji", "test", 32)
-    for i in range(min(count, len(emoji))):
-        to_pil(emoji[i][0]).save(src / f"emoji_{i:02d}.png")
-    from PIL import Image
-
-    Image.fromarray(skdata.chelsea()).save(src / "chelsea_451x300.jpg", quality=90)
-    c = codec.Codec.from_pretrained(model)
-    lines = ["## Token files: `vistok encode` / `vistok decode`", ""]
-    for k in (16, 64):
-        options = codec.EncodeOptions(num_tokens=k)
-        enc = codec.encode_files(c, [str(src)], str(vtok / f"k{k}"), options, overwrite=True)
-        dec = codec.decode_files(c, [str(vtok / f"k{k}")], str(back / f"k{k}"), overwrite=True)
-        if not (enc.ok and dec.ok):
-            raise RuntimeError(f"codec demo failed: {enc.line()} / {dec.line()}")
-        lines += [f"- k = {k}: {enc.line()}", f"  decode: {dec.line()}"]
-    size = Image.open(back / "k64" / "chelsea_451x300.png").size
-    lines += [
-        "",
-        f"The 451x300 photo comes back at {size[0]}x{size[1]} (tiles of the model's 32 px). "
-        f"Files in `{vtok.relative_to(out)}/`, images in `{back.relative_to(out)}/`; "
-        "`vistok info FILE.vtok` prints a header. Format: `docs/token-format.md`.",
-        "",
-    ]
-    return lines
-
-
 def refined_table(plain, refined) -> list[str]:
     """Markdown: PSNR / SSIM per k of plain and refined tokens (same bytes)."""
     steps = refined.encode["refine_steps"]
@@ -95,8 +66,9 @@ def refined_table(plain, refined) -> list[str]:
     return lines
 
 
-def evaluate(out: Path, args) -> list[str]:
-    """The evaluation sections of SUMMARY.md; writes the report files under `out/eval`."""
+def evaluate(out: Path, args, data: str, model: str) -> list[str]:
+    """The evaluation sections of SUMMARY.md for one data set; writes the report files under
+    `out/eval_<data>`."""
     from tokenizers_vis.evaluation import evaluate_tokenizer, write_report
     from tokenizers_vis.evaluation.report import equal_bytes_section, main_table, plain, sweep_table
 
@@ -109,37 +81,50 @@ def evaluate(out: Path, args) -> list[str]:
         progress=True,
     )
     result = evaluate_tokenizer(
-        args.model, "emoji", codecs=("jpeg", "webp"), qualities=DEMO_QUALITIES, **common
+        model, data, codecs=("jpeg", "webp"), qualities=DEMO_QUALITIES, **common
     )
     result.meta["command"] = "vistok demo " + " ".join(args.argv)
-    write_report(result, out / "eval")
+    folder = f"eval_{data}"
+    write_report(result, out / folder)
     report = plain(result.to_dict())
     meta = result.meta
     lines = [
-        "## Every prefix decodes",
+        f"## Every prefix decodes: {data}",
         "",
-        f"Tokenizer `{args.model}` on {meta['num_images']} held-out (test split) emoji, "
+        f"Tokenizer `{model}` on {meta['num_images']} held-out (test split) {data}, "
         f"{meta['device']} ({meta['cpu']}), {meta['precision']}. Grid rows: the originals, "
         "then k = " + ", ".join(str(r["k"]) for r in result.rows) + ".",
         "",
-        "![reconstructions](eval/reconstructions.png)",
+        f"![reconstructions]({folder}/reconstructions.png)",
         "",
         main_table(report),
         "",
     ]
     if args.refine_steps:
         refined = evaluate_tokenizer(
-            args.model, "emoji", codecs=(), refine_steps=args.refine_steps, **common
+            model, data, codecs=(), refine_steps=args.refine_steps, **common
         )
         lines += ["### Refined tokens (same bytes, slower encode)", ""]
         lines += refined_table(result, refined) + [""]
-    plots = [f"![{p}](eval/{p}.png)" for p in ("metric_vs_bytes", "metric_vs_k")]
-    lines += ["## Against JPEG / WebP at equal bytes", "", equal_bytes_section(report), ""]
+    plots = [f"![{p}]({folder}/{p}.png)" for p in ("metric_vs_bytes", "metric_vs_k")]
+    lines += [
+        f"### {data}: against JPEG / WebP at equal bytes",
+        "",
+        equal_bytes_section(report),
+        "",
+    ]
     lines += plots + [""]
     for codec, title in (("jpeg", "JPEG"), ("webp", "WebP")):
-        lines += [f"### {title}, every quality", "", sweep_table(report, codec), ""]
-    lines += ["Full report: [eval/report.md](eval/report.md).", ""]
+        lines += [f"#### {title}, every quality", "", sweep_table(report, codec), ""]
+    lines += [f"Full report: [{folder}/report.md]({folder}/report.md).", ""]
     return lines
+
+
+def default_photo_model(model: str) -> str:
+    """The shipped photo tokenizer when there is one, else the emoji model itself."""
+    from tokenizers_vis.hub import list_pretrained
+
+    return PHOTO_MODEL if PHOTO_MODEL in list_pretrained() else model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="add refined-token columns with this many refinement steps (minutes on a CPU)",
     )
+    parser.add_argument("--photo-model", help=f"tokenizer for photos (default {PHOTO_MODEL})")
+    parser.add_argument("--rf-model", help="a rectified-flow tokenizer to show beside the ViT")
+    parser.add_argument("--gpt", default="gpt_emoji", help="GPT for the sample grid")
+    parser.add_argument("--gpt-tokens", type=positive, default=64, help="tokens per sample")
+    parser.add_argument("--gpt-cfg", type=float, default=3.0, help="guidance of the samples")
+    parser.add_argument("--no-gpt", action="store_true", help="skip the GPT sample grid")
     parser.add_argument("--fid", action="store_true", help="add rFID / KID (slow on CPU)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     try:
@@ -167,10 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     lines = ["# vistok demo", ""]
     lines += show_data(args.out, 32)
+    photo_model = args.photo_model or default_photo_model(args.model)
     try:
-        lines += evaluate(args.out, args)
-        lines += token_files(args.out, args.model)
-    except EvaluationError as err:
+        lines += evaluate(args.out, args, "emoji", args.model)
+        lines += evaluate(args.out, args, "photos", photo_model)
+        lines += token_files(args.out, args.model, photo_model)
+        lines += decoders_side_by_side(args.out, args.model, args.rf_model)
+        if not args.no_gpt:
+            lines += gpt_grid(args.out, args.gpt, args.gpt_tokens, args.gpt_cfg)
+    except (EvaluationError, ValueError) as err:
         print(f"vistok demo: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     from tokenizers_vis.atomic import atomic_write

@@ -1,0 +1,97 @@
+"""The demo's generative sections: both decoders on the same tokens, and a GPT sample grid.
+
+The GPT lives in the `generation` package, which `tokenizers_vis` never imports: the grid comes
+from its `sample` command, found through the `vistok.commands` entry points like any plug-in's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+from pathlib import Path
+
+from tokenizers_vis.atomic import atomic_write
+
+SIDE_BY_SIDE_KS = (1, 2, 4, 8)
+NO_RF_DECODER = (
+    "No rectified-flow decoder ships: the one trained on `emoji32`'s tokens (2,000 CPU steps) "
+    "does not beat the ViT decoder's rFID yet (`reports/decoders-emoji32/report.md`). Train one "
+    "with `configs/tokenizer/emoji32_fsq_rf_decoder.yaml` and pass `--rf-model DIR` to see it "
+    "here beside the ViT decoder."
+)
+
+
+def decoders_side_by_side(
+    out: Path, vit_name: str, rf_name: str | None, count: int = 8
+) -> list[str]:
+    """The same ids of held-out emoji through the ViT decoder and a rectified-flow decoder at
+    small k: a grid and PSNR per k. Returns Markdown lines."""
+    lines = ["## Two decoders on the same tokens", ""]
+    if rf_name is None:
+        return lines + [NO_RF_DECODER, ""]
+    import torch
+
+    from tokenizers_vis import Tokenizer, Tokens
+    from tokenizers_vis.data import build_dataset
+    from tokenizers_vis.evaluation.report import grid_png
+    from tokenizers_vis.metrics.reconstruction import psnr
+
+    vit, rf = Tokenizer.from_pretrained(vit_name).eval(), Tokenizer.from_pretrained(rf_name).eval()
+    if not rf.decoder.generative:
+        raise ValueError(
+            f"--rf-model {rf_name}: its decoder is deterministic, not a rectified flow"
+        )
+    data = build_dataset("emoji", "test", vit.image_size)
+    images = torch.stack([data[i][0] for i in range(min(count, len(data)))])
+    with torch.no_grad():
+        ids = vit.encode(images).ids
+        if not torch.equal(ids, rf.encode(images).ids):
+            raise ValueError(f"--rf-model {rf_name}: its encoder gives other ids than {vit_name}'s")
+        rows, table = [("input", images)], []
+        for k in SIDE_BY_SIDE_KS:
+            a = vit.decode(Tokens(ids[:, :k]))
+            b = rf.decode(Tokens(ids[:, :k]), generator=torch.Generator().manual_seed(k))
+            rows += [(f"ViT k={k}", a), (f"RF k={k}", b)]
+            table.append(f"| {k} | {psnr(a, images).mean():.2f} | {psnr(b, images).mean():.2f} |")
+    atomic_write(out / "decoders.png", grid_png(rows))
+    lines += [
+        f"`{vit_name}` (ViT) and `{rf_name}` (rectified flow) on {len(images)} test emoji.",
+        "",
+    ]
+    lines += ["![decoders](decoders.png)", "", "| k | ViT PSNR | RF PSNR |", "|---:|---:|---:|"]
+    return lines + table + [""]
+
+
+def gpt_grid(out: Path, gpt: str, num_tokens: int, cfg: float, per_class: int = 8) -> list[str]:
+    """Class-conditional samples of a GPT decoded by its tokenizer; returns Markdown lines."""
+    from tokenizers_vis.cli.main import commands
+
+    lines = ["## Generation: GPT samples", ""]
+    table = commands()
+    if "sample" not in table:
+        return lines + ["The `generation` package is not installed: no `vistok sample`.", ""]
+    folder = out / "gpt"
+    argv = ["--gpt", gpt, "--num-tokens", str(num_tokens), "--cfg", str(cfg), "--n", str(per_class)]
+    argv += ["--grid-cols", str(per_class), "--quiet", "--overwrite", "-o", str(folder)]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = importlib.import_module(table["sample"][0]).main(argv)
+    if code != 0:
+        raise ValueError(f"vistok sample {' '.join(argv)} failed: {err.getvalue().strip()}")
+    meta = json.loads((folder / "samples.json").read_text())
+    names = list(dict.fromkeys(meta["class_names"] or ["unconditional"]))
+    lines += [
+        f"`vistok sample {' '.join(argv)}`: {len(meta['labels'])} samples of `{gpt}`, "
+        f"{num_tokens} tokens each, classifier-free guidance {cfg}, decoded by "
+        f"`{meta['tokenizer']}`. One row per class: {', '.join(names)}.",
+        "",
+        "![GPT samples](gpt/grid.png)",
+        "",
+        "Scores (gFID / KID per k and guidance) are in the GPT's model card and "
+        "`reports/gpt-emoji32/`; `vistok eval generator --samples gpt/samples.npz --data emoji "
+        "--split test` scores these.",
+        "",
+    ]
+    return lines
