@@ -13,6 +13,7 @@ from generation.sampling import (
     generate,
     guidance_scale,
     sample_images,
+    sample_logits,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -103,6 +104,17 @@ def test_filter_logits() -> None:
     # Shuffled columns: the nucleus follows the ids, not their positions.
     order = torch.tensor([3, 0, 4, 1, 2])
     assert kept(filter_logits(logits[:, order], top_p=0.6)) == [False, True, False, True, False]
+
+
+def test_draws_follow_the_probabilities_and_skip_zero_ones() -> None:
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.3, 0.2, 0.0])  # zeros at both ends and inside
+    logits = probs.log().expand(20_000, -1)  # -inf where the probability is 0
+    ids = sample_logits(logits, generator=seeded())
+    freq = torch.bincount(ids, minlength=6).float() / len(ids)
+    # 20,000 draws: the standard error of each frequency is at most 0.0036.
+    assert torch.allclose(freq, probs, atol=0.015) and freq[[0, 2, 5]].sum() == 0
+    assert torch.equal(ids, sample_logits(logits, generator=seeded()))
+    assert not torch.equal(ids, sample_logits(logits, generator=seeded(1)))
 
 
 def test_top_k_one_and_top_p_restrict_samples() -> None:
