@@ -98,6 +98,13 @@ class GPTEntropyModel(EntropyModel):
         return logits.float().softmax(dim=-1).cpu().numpy()  # (b V_j) float32
 
 
+def shipped_path(name: str) -> Path | None:
+    """The directory of a GPT shipped under `name` (`load_entropy_model` asks), or None."""
+    from generation.hub import SHIPPED_DIR, list_pretrained
+
+    return SHIPPED_DIR / name if name in list_pretrained() else None
+
+
 def load(directory: str | Path) -> GPTEntropyModel:
     """The GPT of a pretrained directory as an entropy model (the "gpt" entry point).
 

@@ -49,3 +49,14 @@ def test_emoji32_static_table_codes_test_emoji_at_7_42_bits_per_token() -> None:
         ids = Tokenizer.from_pretrained("emoji32").eval().encode(images).ids.numpy()
     bits = table.bits(ids) / ids[..., 0].size  # the baseline: 7.42 bits per token
     assert bits == pytest.approx(7.417, abs=0.005)
+
+
+def test_shipped_entropy_models_load_by_name(tmp_path) -> None:
+    from generation.entropy import GPTEntropyModel
+    from tokenizers_vis.codec.entropy import EntropyModelLoadError, load_entropy_model
+    from tokenizers_vis.codec.static_table import StaticTable
+
+    assert isinstance(load_entropy_model("gpt_emoji"), GPTEntropyModel)  # --entropy-model gpt_emoji
+    assert isinstance(load_entropy_model("emoji32"), StaticTable)  # a tokenizer's own table
+    with pytest.raises(EntropyModelLoadError, match="no such file or directory or shipped"):
+        load_entropy_model("gpt_nonesuch")

@@ -53,8 +53,8 @@ def build_parser() -> Parser:
     parser.add_argument("--seed", type=int, default=0, help="noise seed (sampling decoders)")
     add_entropy_model(
         parser,
-        "the entropy model the files were coded with (a GPT directory, or a static "
-        "table other than the tokenizer's own)",
+        "the entropy model the files were coded with (a GPT directory or shipped name, "
+        "or a static table other than the tokenizer's own)",
     )
     add_runtime(parser, model_default=None)
     return parser

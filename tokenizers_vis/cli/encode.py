@@ -71,7 +71,7 @@ def add_runtime(parser: argparse.ArgumentParser, model_default: str | None) -> N
 
 
 def add_entropy_model(parser: argparse.ArgumentParser, help_: str) -> None:
-    parser.add_argument("--entropy-model", metavar="PATH", help=help_)
+    parser.add_argument("--entropy-model", metavar="DIR|NAME", help=help_)
 
 
 def load_codec(
@@ -193,8 +193,8 @@ def build_parser() -> Parser:
     )
     add_entropy_model(
         coding,
-        "range code the ids with this entropy model: a GPT directory (coding 2) or a "
-        "static table's directory",
+        "range code the ids with this entropy model: a GPT directory or shipped name "
+        "(coding 2, e.g. gpt_emoji) or a static table's directory",
     )
     parser.add_argument(
         "--entropy-class",

@@ -136,6 +136,18 @@ def _loader(kind: str) -> Callable[[Path], EntropyModel]:
     return getattr(importlib.import_module(module), name)
 
 
+def _shipped(name: str) -> Path | None:
+    """The directory of a model shipped under `name`: asked of each kind's loader module through
+    its optional `shipped_path(name) -> Path | None` (so `--entropy-model gpt_emoji` works
+    without the tokenizer package knowing the generator's files)."""
+    for target in entropy_kinds().values():
+        module = importlib.import_module(target.partition(":")[0])
+        found = getattr(module, "shipped_path", lambda _name: None)(name)
+        if found is not None:
+            return Path(found)
+    return None
+
+
 def _declared_kind(path: Path) -> str | None:
     try:
         config = json.loads(path.read_text())
@@ -168,7 +180,10 @@ def load_entropy_model(path: str | os.PathLike) -> EntropyModel:
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise EntropyModelLoadError(f"{path}: no such file or directory")
+        shipped = _shipped(str(path))
+        if shipped is None:
+            raise EntropyModelLoadError(f"{path}: no such file or directory or shipped model")
+        path = shipped
     kinds, seen = entropy_kinds(), []
     for directory, config in _candidates(path):
         kind = _declared_kind(config)

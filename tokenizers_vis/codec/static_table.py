@@ -182,6 +182,15 @@ def _read_json(path: Path) -> dict[str, Any]:
     return doc
 
 
+def shipped_path(name: str) -> Path | None:
+    """A shipped tokenizer's directory when it holds a static table (`load_entropy_model`
+    asks, so `--entropy-model emoji32` is that tokenizer's table), else None."""
+    from tokenizers_vis.hub import SHIPPED_DIR, list_pretrained
+
+    found = SHIPPED_DIR / name
+    return found if name in list_pretrained() and (found / STATIC_CONFIG).is_file() else None
+
+
 def load(directory: str | Path) -> StaticTable:
     """The static table in `directory` (the `vistok.entropy_models` loader of kind "static").
 

@@ -12,8 +12,9 @@ Split by source photo, fixed by name so it never depends on which packages are i
 val = coffee + RainDrops, test = chelsea + Dune, train = the rest (13 photos).
 
 A crop covers a random fraction `scale` of the photo's area (aspect 1, like RandomResizedCrop
-with ratio 1) and is resized with Lanczos (after an exact box reduction: Pillow's reducing_gap). The train split draws new crops every epoch;
-val/test crops are a pure function of (seed, index), so evaluation always sees the same set.
+with ratio 1) and is resized with Lanczos (after an exact box reduction: Pillow's reducing_gap).
+The train split draws new crops every epoch; val/test crops are a pure function of (seed,
+index), so evaluation always sees the same set.
 """
 
 from __future__ import annotations
