@@ -9,6 +9,10 @@
 #   STEPS=3000 OUT=runs/compare_factorized RUNS="vq_k64 fvq2x64_k64_sem" tools/compare_factorized.sh
 #   SMOKE=1 STEPS=3 RUNS="..." tools/compare_factorized.sh     # check the plumbing in a minute
 #
+# Measured (2026-12-02, 2-core Intel Xeon with AMX, bf16): STEPS=500 with the six runs split over
+# two concurrent streams of three (OMP_NUM_THREADS=1 each) took 71 min for train + export + eval
+# + probe; results in reports/factorized-emoji32/SUMMARY.md and the README's Results.
+#
 # Runs (all 96 bytes per image at k = K):
 #   vq_k64              emoji32_vq               plain VQ 4096 x 12, K = 64 (12 bits a token)
 #   fvq2x64_k64         emoji32_fvq_2x64         factorized 2 x VQ 64, K = 64 (12 bits a token)
