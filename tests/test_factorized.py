@@ -270,6 +270,19 @@ def test_feature_file_carries_features_to_the_next_run_of_the_same_teacher(tmp_p
     assert calls == [3, 3]
 
 
+def test_teacher_key_changes_with_the_weights_file_it_names(tmp_path) -> None:
+    from tokenizers_vis.losses.semantic import _teacher_key
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"a")
+    spec = {"name": "timm", "model": "m", "weights": str(weights)}
+    before = _teacher_key(spec)
+    weights.write_bytes(b"bb")
+    assert _teacher_key(spec) != before and _teacher_key({"name": "inception"}) == _teacher_key(
+        {"name": "inception"}
+    )
+
+
 def test_inception_teacher_is_frozen_and_offline() -> None:
     teacher = build_teacher({"name": "inception", "resize": 75})
     images = torch.rand(2, 3, 16, 16) * 2 - 1

@@ -81,3 +81,15 @@ def test_demo_runs_end_to_end_without_fid(tmp_path) -> None:
         assert len(list((out / "codec" / "decoded" / name / "k16").glob("*.png"))) == 16
     assert "72 samples of `gpt_emoji`, 4 tokens each" in summary
     assert "No rectified-flow decoder ships" in summary
+
+
+def test_demo_side_by_side_refuses_a_deterministic_decoder(tmp_path) -> None:
+    import pytest
+
+    from tokenizers_vis.cli.demo_generation import DemoError, decoders_side_by_side
+
+    with pytest.raises(DemoError, match="deterministic, not a rectified flow"):
+        decoders_side_by_side(tmp_path, "emoji32", "emoji32")
+    assert "No rectified-flow decoder ships" in "\n".join(
+        decoders_side_by_side(tmp_path, "emoji32", None)
+    )

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tokenizers_vis.cli.common import ArgumentParser, non_negative, positive
 from tokenizers_vis.cli.demo_codec import token_files
-from tokenizers_vis.cli.demo_generation import decoders_side_by_side, gpt_grid
+from tokenizers_vis.cli.demo_generation import DemoError, decoders_side_by_side, gpt_grid
 
 # Codec qualities of the demo's sweep: spans both codecs' byte range at 32x32 in a few seconds.
 DEMO_QUALITIES = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     args.argv = argv
     from tokenizers_vis.evaluation import EvaluationError
+    from tokenizers_vis.hub import PretrainedError
 
     start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += decoders_side_by_side(args.out, args.model, args.rf_model)
         if not args.no_gpt:
             lines += gpt_grid(args.out, args.gpt, args.gpt_tokens, args.gpt_cfg)
-    except (EvaluationError, ValueError) as err:
+    except (EvaluationError, PretrainedError, DemoError) as err:
         print(f"vistok demo: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     from tokenizers_vis.atomic import atomic_write

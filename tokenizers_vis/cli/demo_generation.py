@@ -15,6 +15,12 @@ from pathlib import Path
 from tokenizers_vis.atomic import atomic_write
 
 SIDE_BY_SIDE_KS = (1, 2, 4, 8)
+
+
+class DemoError(Exception):
+    """A demo section cannot run with what the user gave it (reported in one line, exit 2)."""
+
+
 NO_RF_DECODER = (
     "No rectified-flow decoder ships: the one trained on `emoji32`'s tokens (2,000 CPU steps) "
     "does not beat the ViT decoder's rFID yet (`reports/decoders-emoji32/report.md`). Train one "
@@ -40,15 +46,13 @@ def decoders_side_by_side(
 
     vit, rf = Tokenizer.from_pretrained(vit_name).eval(), Tokenizer.from_pretrained(rf_name).eval()
     if not rf.decoder.generative:
-        raise ValueError(
-            f"--rf-model {rf_name}: its decoder is deterministic, not a rectified flow"
-        )
+        raise DemoError(f"--rf-model {rf_name}: its decoder is deterministic, not a rectified flow")
     data = build_dataset("emoji", "test", vit.image_size)
     images = torch.stack([data[i][0] for i in range(min(count, len(data)))])
     with torch.no_grad():
         ids = vit.encode(images).ids
         if not torch.equal(ids, rf.encode(images).ids):
-            raise ValueError(f"--rf-model {rf_name}: its encoder gives other ids than {vit_name}'s")
+            raise DemoError(f"--rf-model {rf_name}: its encoder gives other ids than {vit_name}'s")
         rows, table = [("input", images)], []
         for k in SIDE_BY_SIDE_KS:
             a = vit.decode(Tokens(ids[:, :k]))
@@ -79,7 +83,7 @@ def gpt_grid(out: Path, gpt: str, num_tokens: int, cfg: float, per_class: int = 
     with contextlib.redirect_stderr(err):
         code = importlib.import_module(table["sample"][0]).main(argv)
     if code != 0:
-        raise ValueError(f"vistok sample {' '.join(argv)} failed: {err.getvalue().strip()}")
+        raise DemoError(f"vistok sample {' '.join(argv)} failed: {err.getvalue().strip()}")
     meta = json.loads((folder / "samples.json").read_text())
     names = list(dict.fromkeys(meta["class_names"] or ["unconditional"]))
     lines += [

@@ -176,7 +176,8 @@ class FeatureCache:
         self.max_entries = max_entries
         self.store: OrderedDict[bytes, Tensor] = OrderedDict()
         self.hits = self.misses = 0
-        self.path, self.teacher_key, self.unsaved = path and Path(path), teacher_key, 0
+        self.path = None if path is None else Path(path)
+        self.teacher_key, self.unsaved = teacher_key, 0
         if self.path is not None and self.path.is_file():
             self._load()
 
@@ -321,6 +322,17 @@ def capture_output(module: nn.Module) -> Iterator[list[Any]]:
         handle.remove()
 
 
+def _teacher_key(spec: dict[str, Any]) -> str:
+    """The teacher's spec, plus the size and modification time of a weights file it names (the
+    same path holding other weights must not serve the old features)."""
+    key = dict(spec)
+    weights = spec.get("weights")
+    if weights and Path(weights).is_file():
+        stat = Path(weights).stat()
+        key["weights_stat"] = [stat.st_size, stat.st_mtime_ns]
+    return json.dumps(key, sort_keys=True)
+
+
 def build_alignment(
     spec: dict[str, Any], quantizer: nn.Module, num_tokens: int
 ) -> tuple[SemanticAlignment, FeatureCache, int]:
@@ -341,7 +353,7 @@ def build_alignment(
         teacher,
         max_entries=100_000 if spec.pop("cache", True) else 0,
         path=spec.pop("cache_file", None),
-        teacher_key=json.dumps(teacher_spec, sort_keys=True),
+        teacher_key=_teacher_key(teacher_spec),
     )
     dims = sub_dims(quantizer)
     if not 0 <= codebook < len(dims):
