@@ -42,6 +42,40 @@ def test_photo_sources_are_offline_photos():
     assert all(p.is_file() for p in sources.values())
 
 
+def test_wallpaper_photos_are_picked_by_name_and_the_largest_size(tmp_path):
+    lomiri, plasma = tmp_path / "backgrounds", tmp_path / "wallpapers"
+    lomiri.mkdir()
+    for stem in ("life_by_Aitzol_Berasategi", "umang_by_Abhishek_Mudgal"):  # a photo, artwork
+        Image.new("RGB", (8, 6)).save(lomiri / f"{stem}.jpg")
+    images = plasma / "Path" / "contents" / "images"
+    images.mkdir(parents=True)
+    for size in ("640x480", "2560x1600", "1920x1200"):
+        Image.new("RGB", (8, 6)).save(images / f"{size}.jpg")
+    (plasma / "Elarun" / "contents" / "images").mkdir(parents=True)  # a render: never listed
+    sources = photo_sources(tmp_path / "none", lomiri, plasma)
+    lomiri_and_plasma = {k: v for k, v in sources.items() if not k.startswith("skimage/")}
+    assert lomiri_and_plasma == {
+        "lomiri/life": lomiri / "life_by_Aitzol_Berasategi.jpg",
+        "plasma/Path": images / "2560x1600.jpg",
+    }
+
+
+def test_photos_longer_than_the_cap_are_reduced_on_load(tmp_path, monkeypatch):
+    import tokenizers_vis.data.photos as photos
+
+    monkeypatch.setattr(photos, "MAX_SIDE", 100)
+    photos._photo.cache_clear()
+    wide, small = tmp_path / "wide.png", tmp_path / "small.png"
+    Image.new("RGB", (400, 50), (200, 10, 10)).save(wide)
+    Image.new("RGB", (90, 60)).save(small)
+    try:
+        assert photos._photo(wide).size == (100, 12)
+        assert photos._photo(small).size == (90, 60)  # below the cap: untouched
+        assert photos._photo(wide).getpixel((50, 6)) == (200, 10, 10)
+    finally:
+        photos._photo.cache_clear()
+
+
 def test_photo_splits_held_out_by_source():
     pools = {s: set(PhotoCropDataset(s, 8)._pool) for s in ("train", "val", "test")}
     assert not (pools["train"] & pools["val"] or pools["train"] & pools["test"])

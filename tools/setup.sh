@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(fonts-noto-color-emoji mate-backgrounds)
+APT_PACKAGES=(fonts-noto-color-emoji mate-backgrounds lomiri-wallpapers-16.04 plasma-workspace-wallpapers)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -9,8 +9,8 @@ minutes on a CPU.
    photo tokenizer;
 3. token files (`tokenizers_vis.codec`): held-out emoji, photo crops and a full-size photo
    encoded to .vtok files at k = 4, 16 and 64, decoded back at their own size and scored;
-4. the deterministic and rectified-flow decoders side by side at small k (`--rf-model`: no
-   rectified-flow decoder ships yet);
+4. the deterministic and rectified-flow decoders side by side at small k (the shipped
+   `emoji32_rf` when it is installed, or `--rf-model DIR`);
 5. a GPT sample grid (the shipped `gpt_emoji`, through the `generation` plug-in's `sample`);
 6. optional: refined tokens (`--refine-steps N`) and rFID / KID (`--fid`), each several
    CPU-minutes more.
@@ -32,6 +32,7 @@ from tokenizers_vis.cli.demo_generation import DemoError, decoders_side_by_side,
 # Codec qualities of the demo's sweep: spans both codecs' byte range at 32x32 in a few seconds.
 DEMO_QUALITIES = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 PHOTO_MODEL = "photo32"
+RF_MODEL = "emoji32_rf"
 
 
 def show_data(out: Path, size: int) -> list[str]:
@@ -127,6 +128,13 @@ def default_photo_model(model: str) -> str:
     return PHOTO_MODEL if PHOTO_MODEL in list_pretrained() else model
 
 
+def default_rf_model() -> str | None:
+    """The shipped rectified-flow decoder on emoji32's tokens, when there is one."""
+    from tokenizers_vis.hub import list_pretrained
+
+    return RF_MODEL if RF_MODEL in list_pretrained() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = ArgumentParser(prog="vistok demo", description=__doc__.splitlines()[0])
@@ -140,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         help="add refined-token columns with this many refinement steps (minutes on a CPU)",
     )
     parser.add_argument("--photo-model", help=f"tokenizer for photos (default {PHOTO_MODEL})")
-    parser.add_argument("--rf-model", help="a rectified-flow tokenizer to show beside the ViT")
+    parser.add_argument(
+        "--rf-model", help=f"a rectified-flow tokenizer to show beside the ViT (default {RF_MODEL})"
+    )
+    parser.add_argument("--no-rf", action="store_true", help="skip the two-decoder section")
     parser.add_argument("--gpt", default="gpt_emoji", help="GPT for the sample grid")
     parser.add_argument("--gpt-tokens", type=positive, default=64, help="tokens per sample")
     parser.add_argument("--gpt-cfg", type=float, default=3.0, help="guidance of the samples")
@@ -164,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         lines += evaluate(args.out, args, "emoji", args.model)
         lines += evaluate(args.out, args, "photos", photo_model)
         lines += token_files(args.out, args.model, photo_model)
-        lines += decoders_side_by_side(args.out, args.model, args.rf_model)
+        if not args.no_rf:
+            rf_model = args.rf_model or default_rf_model()
+            lines += decoders_side_by_side(args.out, args.model, rf_model)
         if not args.no_gpt:
             lines += gpt_grid(args.out, args.gpt, args.gpt_tokens, args.gpt_cfg)
     except (EvaluationError, PretrainedError, DemoError) as err:

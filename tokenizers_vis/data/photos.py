@@ -7,9 +7,15 @@ Sources (see SOURCES.md for licences):
   statement).
 - Debian mate-backgrounds' `nature/` wallpapers: twelve photographs (1280x1024 to 2560x1920).
   Its `abstract/` and `desktop/` folders are artwork and logos, not photos.
+- Debian lomiri-wallpapers-16.04: thirteen photographs from the Ubuntu Touch wallpaper
+  contest (CC-BY-4.0, CC-BY-SA-4.0, CC0-1.0 per file). Left out: `umang` (digital artwork) and
+  `analogpattern` (an abstract texture).
+- Debian plasma-workspace-wallpapers: eleven photographs, picked by hand; the other KDE
+  wallpapers are renders and illustrations.
 
 Split by source photo, fixed by name so it never depends on which packages are installed:
-val = coffee + RainDrops, test = chelsea + Dune, train = the rest (13 photos).
+val = coffee, RainDrops, life, Path; test = chelsea, Dune, friends, EveningGlow; train = the
+rest (33 photos with every package installed, 13 with the first two only).
 
 A crop covers a random fraction `scale` of the photo's area (aspect 1, like RandomResizedCrop
 with ratio 1) and is resized with Lanczos (after an exact box reduction: Pillow's reducing_gap).
@@ -39,6 +45,8 @@ from tokenizers_vis.data.transforms import (
 __all__ = ["MATE_NATURE_DIR", "PHOTO_SPLITS", "PhotoCropDataset", "photo_sources"]
 
 MATE_NATURE_DIR = Path("/usr/share/backgrounds/mate/nature")
+LOMIRI_DIR = Path("/usr/share/backgrounds")
+PLASMA_DIR = Path("/usr/share/wallpapers")
 SKIMAGE_PHOTOS = (
     "astronaut.png",
     "chelsea.png",
@@ -46,14 +54,63 @@ SKIMAGE_PHOTOS = (
     "rocket.jpg",
     "hubble_deep_field.jpg",
 )
+# Photographs only: both packages mix digital artwork in with them.
+LOMIRI_PHOTOS = (
+    "aitzgorri_by_Aitzol_Berasategi",
+    "Bridge_by_Sander_Klootwijk",
+    "Dragonfly_by_Bolly",
+    "free_by_Peter_Nerlich",
+    "friends_by_Aitzol_Berasategi",
+    "greentock_by_Peter_Nerlich",
+    "life_by_Aitzol_Berasategi",
+    "picosdeeuropa_by_Aitzol_Berasategi",
+    "Picture_0B_by_freespace",
+    "Picture_1A_by_freespace",
+    "seeding_by_Clements_Engelhardt",
+    "sunset_by_Aitzol_Berasategi",
+    "Wine_by_Jakkub_Mede",
+)
+PLASMA_PHOTOS = (
+    "BytheWater",
+    "ColdRipple",
+    "ColorfulCups",
+    "DarkestHour",
+    "EveningGlow",
+    "FallenLeaf",
+    "Grey",
+    "Kite",
+    "OneStandsOut",
+    "Path",
+    "summer_1am",
+)
 PHOTO_SPLITS: dict[str, tuple[str, ...]] = {
-    "val": ("skimage/coffee", "mate/RainDrops"),
-    "test": ("skimage/chelsea", "mate/Dune"),
+    "val": ("skimage/coffee", "mate/RainDrops", "lomiri/life", "plasma/Path"),
+    "test": ("skimage/chelsea", "mate/Dune", "lomiri/friends", "plasma/EveningGlow"),
 }
+# Longest side kept in memory: the 32 and 64 px crops never need more, and a 5312x2988
+# photo would hold 48 MB per worker.
+MAX_SIDE = 2560
 
 
-def photo_sources(mate_dir: str | os.PathLike = MATE_NATURE_DIR) -> dict[str, Path]:
-    """Every available source photo, as {"skimage/coffee": path, "mate/Dune": path, ...}."""
+def _largest_image(folder: Path) -> Path | None:
+    # A KDE wallpaper ships one JPEG per screen size, named WIDTHxHEIGHT.jpg.
+    def pixels(path: Path) -> int:
+        w, _, h = path.stem.partition("x")
+        return int(w) * int(h) if w.isdigit() and h.isdigit() else 0
+
+    files = [f for f in folder.glob("*.jpg") if pixels(f)]
+    return max(files, key=pixels) if files else None
+
+
+def photo_sources(
+    mate_dir: str | os.PathLike = MATE_NATURE_DIR,
+    lomiri_dir: str | os.PathLike = LOMIRI_DIR,
+    plasma_dir: str | os.PathLike = PLASMA_DIR,
+) -> dict[str, Path]:
+    """Every available source photo, as {"skimage/coffee": path, "mate/Dune": path, ...}.
+
+    Lomiri photos are named by title ("lomiri/life"), KDE ones by wallpaper ("plasma/Path").
+    """
     sources: dict[str, Path] = {}
     try:
         import skimage.data
@@ -66,6 +123,14 @@ def photo_sources(mate_dir: str | os.PathLike = MATE_NATURE_DIR) -> dict[str, Pa
         pass
     for path in sorted(Path(mate_dir).glob("*.jpg")):
         sources[f"mate/{path.stem}"] = path
+    for stem in LOMIRI_PHOTOS:
+        path = Path(lomiri_dir) / f"{stem}.jpg"
+        if path.is_file():
+            sources[f"lomiri/{stem.split('_by_')[0]}"] = path
+    for name in PLASMA_PHOTOS:
+        path = _largest_image(Path(plasma_dir) / name / "contents" / "images")
+        if path is not None:
+            sources[f"plasma/{name}"] = path
     return sources
 
 
@@ -73,10 +138,15 @@ def _split_of(name: str) -> str:
     return next((s for s, names in PHOTO_SPLITS.items() if name in names), "train")
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=64)
 def _photo(path: Path) -> Image.Image:
-    # Decoding a 2560x1600 JPEG takes ~50 ms, so each worker keeps its photos (~12 MB each).
-    return load_rgb(path)
+    # Decoding a 2560x1600 JPEG takes ~50 ms, so each worker keeps its photos (<= 20 MB each).
+    photo = load_rgb(path)
+    if max(photo.size) > MAX_SIDE:
+        factor = MAX_SIDE / max(photo.size)
+        size = (round(photo.width * factor), round(photo.height * factor))
+        photo = photo.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return photo
 
 
 class PhotoCropDataset(torch.utils.data.Dataset):
@@ -119,7 +189,8 @@ class PhotoCropDataset(torch.utils.data.Dataset):
         self._pool = [i for i, n in enumerate(sources) if split in ("all", _split_of(n))]
         if not self._pool:
             raise FileNotFoundError(
-                f"no photos for split {split!r}: install scikit-image and mate-backgrounds"
+                f"no photos for split {split!r}: install scikit-image and mate-backgrounds "
+                "(and lomiri-wallpapers-16.04, plasma-workspace-wallpapers for more)"
             )
         self.split, self.size, self.scale, self.seed = split, size, scale, seed
         self.length = crops_per_epoch or (1000 if split == "train" else 100)
