@@ -19,7 +19,7 @@ from tokenizers_vis.hub import SHIPPED_DIR
 from tokenizers_vis.metrics import psnr, ssim
 
 # The held-out data each card's table was measured on (the card says so in words).
-CARD_DATA = {"emoji32": ("emoji", "test")}
+CARD_DATA = {"emoji32": ("emoji", "test"), "photo32": ("photos", "test")}
 ROW = re.compile(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", re.M)
 
 
