@@ -80,7 +80,13 @@ def test_demo_runs_end_to_end_without_fid(tmp_path) -> None:
     for name in ("emoji", "photos"):
         assert len(list((out / "codec" / "decoded" / name / "k16").glob("*.png"))) == 16
     assert "72 samples of `gpt_emoji`, 4 tokens each" in summary
-    assert "No rectified-flow decoder ships" in summary
+    # The shipped rectified-flow decoder beside the ViT one on the same ids, k = 1, 2, 4, 8.
+    assert "`emoji32` (ViT) and `emoji32_rf` (rectified flow)" in summary
+    section = summary.split("## Two decoders on the same tokens")[1].split("\n## ")[0]
+    side = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| ")]
+    assert [int(r[0]) for r in side[1:]] == [1, 2, 4, 8], section  # after the header
+    assert all(float(r[2]) > 10 for r in side[1:]), section  # RF PSNR: images, not noise
+    assert (out / "decoders.png").stat().st_size > 1000
 
 
 def test_demo_side_by_side_refuses_a_deterministic_decoder(tmp_path) -> None:
@@ -90,6 +96,6 @@ def test_demo_side_by_side_refuses_a_deterministic_decoder(tmp_path) -> None:
 
     with pytest.raises(DemoError, match="deterministic, not a rectified flow"):
         decoders_side_by_side(tmp_path, "emoji32", "emoji32")
-    assert "No rectified-flow decoder ships" in "\n".join(
+    assert "No rectified-flow decoder is installed" in "\n".join(
         decoders_side_by_side(tmp_path, "emoji32", None)
     )

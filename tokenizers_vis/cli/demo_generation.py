@@ -22,10 +22,9 @@ class DemoError(Exception):
 
 
 NO_RF_DECODER = (
-    "No rectified-flow decoder ships: the one trained on `emoji32`'s tokens (2,000 CPU steps) "
-    "does not beat the ViT decoder's rFID yet (`reports/decoders-emoji32/report.md`). Train one "
-    "with `configs/tokenizer/emoji32_fsq_rf_decoder.yaml` and pass `--rf-model DIR` to see it "
-    "here beside the ViT decoder."
+    "No rectified-flow decoder is installed (the package ships `emoji32_rf`; a trimmed install "
+    "may leave it out). Train one with `configs/tokenizer/emoji32_fsq_rf_decoder.yaml` and pass "
+    "`--rf-model DIR` to see it here beside the ViT decoder."
 )
 
 

@@ -228,7 +228,7 @@ class PhotoCropDataset(torch.utils.data.Dataset):
             "source": f"photos/{name}",
             "name": name,
             "split": _split_of(name),
-            "original_size": [w, h],
+            "original_size": [w, h],  # as loaded: after the MAX_SIDE cap, like crop_box
             "crop_box": list(box),
         }
         return crop, label, info
