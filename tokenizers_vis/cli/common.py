@@ -1,9 +1,13 @@
-"""What every `vistok` command shares: an argument parser whose mistakes exit with status 2 in
-one line, and argparse types."""
+"""What every `vistok` command shares: `run` (user errors -> one line and exit 2), an argument
+parser whose mistakes exit with status 2 in one line, and argparse types."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
+
+from tokenizers_vis.errors import VistokError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -37,3 +41,13 @@ def non_negative(text: str) -> int:
     if len(value) != 1 or value[0] < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value[0]
+
+
+def run(command: Callable[[], int | None], prog: str) -> int:
+    """Run a command's body: a `VistokError` becomes `prog: error: MESSAGE` on stderr and its exit
+    code; the command's own return value (None = 0) otherwise. Every `main(argv)` ends in this."""
+    try:
+        return int(command() or 0)
+    except VistokError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return err.exit_code
