@@ -6,6 +6,8 @@ tokenizers need (causal registers, truncated tails) and a shared initialisation.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
@@ -21,19 +23,37 @@ class Transformer(nn.Module):
         num_heads: attention heads (width must divide evenly).
         mlp_ratio: hidden size of the MLP relative to width.
         qk_norm: normalise queries and keys (stabilises larger models in bf16).
+        norm_eps: epsilon of every LayerNorm. None keeps what our own models were trained with
+            (timm's 1e-6 in the blocks, torch's 1e-5 in the final norm); published models that
+            use torch's LayerNorm throughout (TiTok, One-D-Piece) need 1e-5 everywhere to match.
     """
 
     def __init__(
-        self, width: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = False
+        self,
+        width: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qk_norm: bool = False,
+        norm_eps: float | None = None,
     ) -> None:
         super().__init__()
         if width % num_heads:
             raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
+        # norm_eps None passes nothing, so timm's own LayerNorm (1e-6) stays exactly as trained.
+        norm = {} if norm_eps is None else {"norm_layer": partial(nn.LayerNorm, eps=norm_eps)}
         self.blocks = nn.ModuleList(
-            Block(width, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, qk_norm=qk_norm)
+            Block(
+                width,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=True,
+                qk_norm=qk_norm,
+                **norm,
+            )
             for _ in range(depth)
         )
-        self.norm = nn.LayerNorm(width)
+        self.norm = nn.LayerNorm(width, eps=1e-5 if norm_eps is None else norm_eps)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         """x (b l w), attn_mask broadcastable to (b heads l l), True = may attend -> (b l w)."""
