@@ -56,9 +56,15 @@ class Family:
     name: ClassVar[str]
     sources: ClassVar[tuple[str, ...]] = ("model",)
 
-    def convert(self, tensors: dict[str, dict[str, Tensor]]) -> Converted:
+    def convert(
+        self, tensors: dict[str, dict[str, Tensor]], config: dict[str, Any] | None = None
+    ) -> Converted:
         """tensors: source name -> {their key: tensor} -> Converted. Raise ConversionError
-        when the tensors are not this family's (name the keys that tell)."""
+        when the tensors are not this family's (name the keys that tell).
+
+        `config` is the published `config.json` beside the checkpoint (a hub repository has one),
+        parsed as plain JSON, or None. It settles what shapes cannot (the number of attention
+        heads); without it a family falls back to the published sizes it knows."""
         raise NotImplementedError
 
 
