@@ -8,8 +8,8 @@ Why a generative decoder: given 4 tokens a deterministic decoder returns the blu
 image they could mean; this one samples one sharp image consistent with them.
 
 The decoder is assembled from three concepts, one file each:
-  * `flow_network.FlowTransformer`: the DiT that predicts velocities (its weights are this
-    decoder's; the decoder subclasses it, so weight keys are the network's own);
+  * `flow_network.FlowTransformer`: the DiT that predicts velocities (the decoder subclasses
+    it, so its weights and their keys are the network's own);
   * `flow_matching`: the training loss and the sampler (diffusers' flow-matching schedulers);
   * `latent_space.FlowSpace`: pixels, or the latents of a local, frozen diffusers VAE.
 
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from tokenizers_vis.decoders import flow_matching as flow
-from tokenizers_vis.decoders.base import DecoderOutput
+from tokenizers_vis.decoders.base import Decoder, DecoderOutput
 from tokenizers_vis.decoders.flow_matching import Sampler, TimeSampling
 from tokenizers_vis.decoders.flow_network import FlowTransformer
 from tokenizers_vis.decoders.latent_space import FlowSpace
@@ -33,7 +33,7 @@ from tokenizers_vis.registry import DECODERS
 
 
 @DECODERS.register("rectified_flow")
-class RectifiedFlowDecoder(FlowTransformer):
+class RectifiedFlowDecoder(Decoder, FlowTransformer):
     """tokens (b n d) -> images (b 3 h w), by integrating a learned velocity field from noise.
 
     Args:

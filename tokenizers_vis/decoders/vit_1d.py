@@ -16,14 +16,14 @@ import torch
 from einops import repeat
 from torch import Tensor, nn
 
-from tokenizers_vis.decoders.base import DecoderOutput
+from tokenizers_vis.decoders.base import Decoder, DecoderOutput
 from tokenizers_vis.layers.patches import patches_and_tokens_mask, unpatchify
 from tokenizers_vis.layers.transformer import Transformer, init_weights, learned_positions
 from tokenizers_vis.registry import DECODERS
 
 
 @DECODERS.register("vit_1d")
-class ViT1DDecoder(nn.Module):
+class ViT1DDecoder(Decoder):
     """tokens (b n d) -> images (b 3 h w).
 
     Args:
@@ -71,7 +71,8 @@ class ViT1DDecoder(nn.Module):
     def forward(
         self, tokens: Tensor, key_mask: Tensor | None = None, images: Tensor | None = None
     ) -> DecoderOutput:
-        """tokens (b n d), key_mask (b n) True = visible -> DecoderOutput(images (b 3 h w))."""
+        """tokens (b n d), key_mask (b n) True = visible -> DecoderOutput(images (b 3 h w)), the
+        reconstruction (`images` is unused: the decoder owns no loss)."""
         return DecoderOutput(images=self._decode(tokens, key_mask))
 
     def sample(

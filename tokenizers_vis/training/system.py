@@ -207,7 +207,7 @@ class TokenizerSystem(L.LightningModule):
             )
             self._teacher.append(teacher)
         self._repa_teacher: list[FeatureCache] = []  # REPA's cached teacher, same reasons
-        feature_dim = getattr(self.tokenizer.decoder, "feature_dim", None)
+        feature_dim = self.tokenizer.decoder.feature_dim  # the layer REPA aligns, if any
         if feature_dim is not None:
             teacher = build_teacher(repa_teacher or {"name": "inception"})
             if teacher.num_features != feature_dim:
@@ -362,7 +362,8 @@ class TokenizerSystem(L.LightningModule):
         """Log PSNR at every k of `eval_tokens`; return the batch's ids (b K g) for callbacks."""
         images = batch[0]
         ids = None
-        generative = getattr(self.tokenizer.decoder, "generative", False)
+        # A generative decoder's training images are an estimate, not a decode (DecoderOutput).
+        generative = self.tokenizer.decoder.generative
         for k in self.eval_tokens:
             out = self.tokenizer(images, num_tokens=k)
             recon = out.images
