@@ -330,7 +330,7 @@ def test_repa_in_the_system_with_a_local_timm_teacher() -> None:
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     out = system.tokenizer.train()(images)
     assert "repa/cosine_distance" not in out.losses  # the system owns the term and its teacher
-    terms = {**out.losses, **system.repa_terms(out.features, images)}
+    terms = {**out.losses, **system.repa_terms(out.decoded.features, images)}
     assert 0 <= terms["repa/cosine_distance"] <= 2
     weighted = system.weighted(terms)
     expected = terms["flow/mse"] + 0.5 * terms["repa/cosine_distance"]

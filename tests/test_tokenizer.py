@@ -131,3 +131,32 @@ def test_overrides_merge_and_replace() -> None:
     assert merge(base, {"encoder": {"name": "registers"}})["encoder"] == {"name": "registers"}
     tok = tv.create_tokenizer("tiny_cpu_fsq", max_tokens=4, quantizer={"levels": [3, 3]})
     assert tok.max_tokens == 4 and tok.vocab_sizes == (9,)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_decode_is_decode_codes_of_the_ids_and_decode_codes_is_differentiable(name: str) -> None:
+    tok = tv.create_tokenizer(name).eval()
+    images = torch.rand(3, 3, 16, 16) * 2 - 1
+    tokens = tok.encode(images, num_tokens=torch.tensor([2, 8, 5]))  # ids (3 8 g), padded
+    codes = tok.quantizer.ids_to_codes(tokens.ids)  # all K = 8 positions
+    assert torch.equal(tok.decode(tokens), tok.decode_codes(codes, tokens.lengths))
+    codes = codes.detach().requires_grad_(True)  # refinement steps latents through this call
+    tok.decode_codes(codes, tokens.lengths).square().sum().backward()
+    seen = codes.grad.abs().sum(-1)  # (3 8): only a sample's own prefix reaches the decoder
+    assert (seen[0, :2] > 0).all() and (seen[1] > 0).all() and (seen[2, :5] > 0).all()
+    assert seen[0, 2:].sum() == 0 and seen[2, 5:].sum() == 0
+    assert torch.equal(tok.check_lengths(3, 2, torch.device("cpu")), torch.tensor([3, 3]))
+    with pytest.raises(ValueError, match="num_tokens must be in 1..8"):
+        tok.check_lengths(torch.tensor([1, 0]), 2, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_forward_carries_the_quantizer_and_decoder_outputs(name: str) -> None:
+    tok = tv.create_tokenizer(name).eval()
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    out = tok(images, num_tokens=3)
+    q = tok.quantizer(tok.encoder(images))
+    assert type(out.quantized) is type(q) and torch.equal(out.quantized.codes, q.codes)
+    assert out.ids is out.quantized.ids and out.images is out.decoded.images
+    assert out.losses == {**out.quantized.losses, **out.decoded.losses}
+    assert out.lengths.tolist() == [3, 3]

@@ -28,8 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -308,18 +307,6 @@ class SemanticAlignment(nn.Module):
             labels = torch.arange(pred.shape[0], device=pred.device)
             value = F.cross_entropy(logits / self.temperature, labels)
         return {f"semantic/{self.loss}": value}
-
-
-@contextmanager
-def capture_output(module: nn.Module) -> Iterator[list[Any]]:
-    """Collect `module`'s forward outputs while inside the block (e.g. the quantizer's, whose
-    sub-codebook codes `Tokenizer.forward` does not return)."""
-    seen: list[Any] = []
-    handle = module.register_forward_hook(lambda _m, _args, out: seen.append(out))
-    try:
-        yield seen
-    finally:
-        handle.remove()
 
 
 def _teacher_key(spec: dict[str, Any]) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable
-from contextlib import nullcontext
 from typing import Any
 
 import lightning as L
@@ -31,7 +30,6 @@ from tokenizers_vis.losses.semantic import (
     FeatureCache,
     build_alignment,
     build_teacher,
-    capture_output,
 )
 from tokenizers_vis.metrics.reconstruction import psnr
 from tokenizers_vis.presets import preset_spec
@@ -306,15 +304,12 @@ class TokenizerSystem(L.LightningModule):
         images = batch[0]
         optimizers = self.optimizers()
         opt_g = optimizers[0] if isinstance(optimizers, list) else optimizers
-        # Tokenizer.forward returns no codes; the alignment reads the quantizer's own output.
-        quantizer = self.tokenizer.quantizer
-        with capture_output(quantizer) if self.semantic is not None else nullcontext() as seen:
-            out = self.tokenizer(images)
+        out = self.tokenizer(images)
         terms = {**self.reconstruction_terms(out.images, images), **out.losses}
         if self.semantic is not None:
-            terms |= self.semantic_terms(seen[-1], images, out.lengths)
-        if out.features is not None:
-            terms |= self.repa_terms(out.features, images)
+            terms |= self.semantic_terms(out.quantized, images, out.lengths)
+        if out.decoded.features is not None:
+            terms |= self.repa_terms(out.decoded.features, images)
         loss = self.weighted(terms)
         if self.gan_active():
             gan = hinge_generator_loss(self.discriminator(out.images))
@@ -376,7 +371,7 @@ class TokenizerSystem(L.LightningModule):
             if k == self.tokenizer.max_tokens:
                 terms = self.reconstruction_terms(out.images, images)
                 # The decoder's own terms (flow matching, at a fixed seed in eval mode).
-                terms |= {n: v for n, v in out.losses.items() if n.startswith("flow/")}
+                terms |= out.decoded.losses
                 self.log(
                     "val/loss",
                     self.weighted(terms),
