@@ -19,6 +19,7 @@ from tokenizers_vis.metrics.usage import codebook_usage
 from tokenizers_vis.quantizers.factorized import FactorizedQuantizer, disentanglement
 from tokenizers_vis.registry import QUANTIZERS
 from tokenizers_vis.training.export import submodule_state
+from tokenizers_vis.training.loss_weights import DEFAULT_LOSS_WEIGHTS
 from tokenizers_vis.training.system import TokenizerSystem
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -137,7 +138,7 @@ def fit(root: Path, overrides: list[str]) -> list[dict[str, str]]:
 def test_disentanglement_falls_during_a_real_fit(tmp_path: Path) -> None:
     rows = fit(
         tmp_path,
-        ["--model.tokenizer", "tiny_cpu_fvq", "--model.disentangle_weight", "1.0"]
+        ["--model.tokenizer", "tiny_cpu_fvq", "--model.loss_weights.quantizer/disentangle", "1"]
         + ["--trainer.max_steps", "40", "--trainer.limit_val_batches", "0"],
     )
     values = [
@@ -147,13 +148,17 @@ def test_disentanglement_falls_during_a_real_fit(tmp_path: Path) -> None:
     ]
     assert len(values) == 40
     first, last = sum(values[:5]) / 5, sum(values[-5:]) / 5
-    # Measured: 0.32 -> 0.02 in 40 steps; with disentangle_weight 0 it rises to 0.54 instead.
+    # Measured: 0.32 -> 0.02 in 40 steps; with its weight 0 it rises to 0.54 instead.
     assert last < 0.5 * first, (first, last)
 
 
-def semantic_system(**kwargs) -> TokenizerSystem:
+def semantic_weights(**weights: float) -> dict[str, float]:
+    return {**DEFAULT_LOSS_WEIGHTS, "semantic/cosine": 1.0, **weights}
+
+
+def semantic_system(**weights: float) -> TokenizerSystem:
     return TokenizerSystem(
-        "tiny_cpu_fvq", semantic_weight=1.0, semantic=SEMANTIC, warmup_steps=1, **kwargs
+        "tiny_cpu_fvq", loss_weights=semantic_weights(**weights), semantic=SEMANTIC, warmup_steps=1
     )
 
 
@@ -181,7 +186,7 @@ def test_semantic_training_step_and_export(tmp_path: Path, images16: torch.Tenso
     from torch.utils.data import DataLoader, TensorDataset
 
     features = tmp_path / "teacher.safetensors"
-    system = semantic_system(disentangle_weight=0.1)
+    system = semantic_system(**{"quantizer/disentangle": 0.1})
     system._teacher[0].path = features  # = semantic: {cache_file: ...} in a config
     trainer = L.Trainer(
         accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False,
@@ -196,7 +201,9 @@ def test_semantic_training_step_and_export(tmp_path: Path, images16: torch.Tenso
     cache = system._teacher[0]
     assert cache.misses == 4 and cache.hits == 8  # one teacher pass per image, then cached
     again = TokenizerSystem(
-        "tiny_cpu_fvq", semantic_weight=1.0, semantic={**SEMANTIC, "cache_file": str(features)}
+        "tiny_cpu_fvq",
+        loss_weights=semantic_weights(),
+        semantic={**SEMANTIC, "cache_file": str(features)},
     )
     assert len(again._teacher[0].store) == 4  # the next run starts with the features
     tok = tv.Tokenizer(**system.tokenizer.config)

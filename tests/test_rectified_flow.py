@@ -275,8 +275,7 @@ def test_decoder_only_mode_trains_only_the_decoder(pretrained: Path, images16) -
         init_from=str(pretrained),
         init_from_parts=["encoder", "quantizer"],
         freeze=["encoder", "quantizer"],
-        l1_weight=0.0,
-        l2_weight=0.0,
+        loss_weights={"flow/mse": 1.0, "recon/l1": 0.0, "recon/l2": 0.0},
         warmup_steps=1,
         eval_tokens=[1, 8],
     )
@@ -343,7 +342,8 @@ def test_emoji_configs_build_both_modes() -> None:
         model = {k: v for k, v in config["model"].items() if k != "optimizer"}
         system = TokenizerSystem(**model)
         assert isinstance(system.tokenizer.decoder, RectifiedFlowDecoder)
-        assert system.hparams.l1_weight == 0 and system.hparams.flow_weight == 1
+        weights = system.loss_weights
+        assert weights["recon/l1"] == weights["recon/l2"] == 0 and weights["flow/mse"] == 1
         params = dict(system.tokenizer.encoder.named_parameters())
         assert all(not p.requires_grad for p in params.values()) == frozen
         if frozen:  # the shipped emoji32's encoder: the same tokens decode both ways
