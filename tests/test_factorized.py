@@ -12,7 +12,9 @@ import pytest
 import torch
 
 import tokenizers_vis as tv
-from tokenizers_vis.losses.semantic import FeatureCache, SemanticAlignment, build_teacher
+from tokenizers_vis.losses.feature_cache import FeatureCache
+from tokenizers_vis.losses.semantic import SemanticAlignment
+from tokenizers_vis.losses.teachers import build_teacher
 from tokenizers_vis.metrics.probe import ridge_probe, token_features
 from tokenizers_vis.metrics.rate import token_bytes
 from tokenizers_vis.metrics.usage import codebook_usage
@@ -275,14 +277,14 @@ def test_feature_file_carries_features_to_the_next_run_of_the_same_teacher(tmp_p
 
 
 def test_teacher_key_changes_with_the_weights_file_it_names(tmp_path) -> None:
-    from tokenizers_vis.losses.semantic import _teacher_key
+    from tokenizers_vis.losses.teachers import teacher_key
 
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"a")
     spec = {"name": "timm", "model": "m", "weights": str(weights)}
-    before = _teacher_key(spec)
+    before = teacher_key(spec)
     weights.write_bytes(b"bb")
-    assert _teacher_key(spec) != before and _teacher_key({"name": "inception"}) == _teacher_key(
+    assert teacher_key(spec) != before and teacher_key({"name": "inception"}) == teacher_key(
         {"name": "inception"}
     )
 

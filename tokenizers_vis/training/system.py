@@ -26,11 +26,9 @@ from tokenizers_vis.losses.adversarial import (
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
-from tokenizers_vis.losses.semantic import (
-    FeatureCache,
-    build_alignment,
-    build_teacher,
-)
+from tokenizers_vis.losses.feature_cache import FeatureCache
+from tokenizers_vis.losses.semantic import build_alignment
+from tokenizers_vis.losses.teachers import build_teacher
 from tokenizers_vis.metrics.reconstruction import psnr
 from tokenizers_vis.presets import preset_spec
 from tokenizers_vis.quantizers import QuantizerOutput, sub_codes
@@ -133,7 +131,7 @@ class TokenizerSystem(L.LightningModule):
             `state_dict`, and its features are cached per image.
         repa_teacher: the teacher of "repa/cosine_distance" (REPA) for a decoder with an
             alignment layer (`decoder.feature_dim`, the rectified flow's `repa_layer`): a
-            `losses.semantic` teacher spec, default `{"name": "inception"}` (pooled 2048-d, so
+            `losses.teachers` teacher spec, default `{"name": "inception"}` (pooled 2048-d, so
             the decoder's repa_dim is 2048); frozen, cached per image, out of `state_dict`.
         grad_clip: max gradient norm for both optimizers (0 disables).
         eval_tokens: prefix lengths k validated and shown in image grids (default 1, 2, 4, .., K).
