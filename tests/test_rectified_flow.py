@@ -15,7 +15,8 @@ from tokenizers_vis.layers.repa import repa_cosine_distance
 from tokenizers_vis.presets import preset_spec
 from tokenizers_vis.registry import DECODERS
 from tokenizers_vis.tokenizer import Tokenizer, Tokens
-from tokenizers_vis.training.system import TokenizerSystem, architecture
+from tokenizers_vis.training.system import TokenizerSystem
+from tokenizers_vis.training.warm_start import architecture
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = {"image_size": 16, "num_tokens": 6, "in_dim": 5}

@@ -91,22 +91,36 @@ def refine_tokens(
     with evaluating(tokenizer), torch.enable_grad():
         with torch.no_grad():
             latents = tokenizer.encoder(images)  # (b K d)
-        latents = latents.detach().float().requires_grad_(True)
-        optimizer = torch.optim.Adam([latents], lr=lr)
-        best_error = torch.full(images.shape[:1], float("inf"), device=images.device)  # (b)
-        best_ids = None
-        for step in range(steps + 1):
-            quantized = tokenizer.quantizer(latents)  # codes (b K d), ids (b K g)
-            errors = prefix_errors(tokenizer, quantized.codes, images, prefixes)  # (b)
-            better = errors.detach() < best_error  # (b)
-            best_error = torch.where(better, errors.detach(), best_error)
-            ids = quantized.ids.detach()
-            keep = rearrange(better, "b -> b 1 1")
-            best_ids = ids if best_ids is None else torch.where(keep, ids, best_ids)
-            if step == steps:
-                break
-            optimizer.zero_grad(set_to_none=True)
-            # Per-image objectives are independent, so the sum steps each image on its own.
-            errors.sum().backward(inputs=[latents])
-            optimizer.step()
+        best_ids = descend(tokenizer, latents, images, prefixes, steps, lr)  # (b K g)
     return Tokens(best_ids[:, :k].contiguous())
+
+
+def descend(
+    tokenizer: Tokenizer,
+    latents: Tensor,
+    images: Tensor,
+    prefixes: list[int],
+    steps: int,
+    lr: float,
+) -> Tensor:
+    """Adam on latents (b K d) against `prefix_errors`; -> (b K g) ids with the lowest error
+    seen per image (step 0, the latents as given, included)."""
+    latents = latents.detach().float().requires_grad_(True)
+    optimizer = torch.optim.Adam([latents], lr=lr)
+    best_error = torch.full(images.shape[:1], float("inf"), device=images.device)  # (b)
+    best_ids = None
+    for step in range(steps + 1):
+        quantized = tokenizer.quantizer(latents)  # codes (b K d), ids (b K g)
+        errors = prefix_errors(tokenizer, quantized.codes, images, prefixes)  # (b)
+        better = errors.detach() < best_error  # (b)
+        best_error = torch.where(better, errors.detach(), best_error)
+        ids = quantized.ids.detach()
+        keep = rearrange(better, "b -> b 1 1")
+        best_ids = ids if best_ids is None else torch.where(keep, ids, best_ids)
+        if step == steps:
+            break
+        optimizer.zero_grad(set_to_none=True)
+        # Per-image objectives are independent, so the sum steps each image on its own.
+        errors.sum().backward(inputs=[latents])
+        optimizer.step()
+    return best_ids

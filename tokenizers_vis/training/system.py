@@ -34,6 +34,7 @@ from tokenizers_vis.presets import preset_spec
 from tokenizers_vis.quantizers import QuantizerOutput, sub_codes
 from tokenizers_vis.tokenizer import Tokenizer, Tokens, prefix_lengths
 from tokenizers_vis.training.loss_weights import LossWeightError, check_loss_weights, weigh
+from tokenizers_vis.training.warm_start import check_parts, warm_start
 
 
 def adamw(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -45,12 +46,6 @@ def adamw_discriminator(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=1e-4, betas=(0.5, 0.9), weight_decay=1e-4)
 
 
-# Spec keys that only change how a tokenizer trains or samples, not which weights it has.
-TRAINING_ONLY_KEYS = {
-    "token_drop": {"sampling", "drop_prob", "min_tokens"},
-    "decoder": {"num_steps", "sampler", "guidance_scale", "cond_dropout", "time_sampling"},
-}
-PARTS = ("encoder", "quantizer", "token_drop", "decoder")  # the Tokenizer's components
 ADVERSARIAL = {"start_step": 0, "adaptive": True, "channels": 64, "layers": 3}  # the defaults
 
 
@@ -60,47 +55,6 @@ def adversarial_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"adversarial: unknown keys {unknown}; known: {', '.join(ADVERSARIAL)}")
     return {**ADVERSARIAL, **(settings or {})}
-
-
-def architecture(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec without its training-only settings: two specs with equal architectures load each
-    other's weights."""
-    out = copy.deepcopy(spec)
-    for key, fields in TRAINING_ONLY_KEYS.items():
-        for field in fields:
-            out.get(key, {}).pop(field, None)
-    return out
-
-
-def check_parts(parts: Iterable[str], what: str) -> list[str]:
-    parts = list(parts)
-    unknown = sorted(set(parts) - set(PARTS))
-    if unknown:
-        raise ValueError(f"{what}: unknown parts {unknown}; known: {', '.join(PARTS)}")
-    return parts
-
-
-def warm_start(tokenizer: Tokenizer, init_from: str, parts: list[str] | None = None) -> None:
-    """Copy the weights of pretrained `init_from` into `tokenizer` (strict: same architecture).
-
-    `parts` (e.g. ["encoder", "quantizer"]) copies only those components, which then must agree
-    with `init_from` (with the shared sizes); the others keep their fresh initialisation, so a
-    new decoder can learn on a pretrained tokenizer's tokens.
-    """
-    pretrained = Tokenizer.from_pretrained(init_from)
-    ours, theirs = architecture(tokenizer.config), architecture(pretrained.config)
-    if parts is not None:
-        keys = ["image_size", "max_tokens", *check_parts(parts, "init_from_parts")]
-        ours, theirs = ({k: spec[k] for k in keys} for spec in (ours, theirs))
-    if ours != theirs:
-        raise ValueError(
-            f"init_from {init_from!r} has a different architecture: {theirs} vs this run's {ours}"
-        )
-    if parts is None:
-        tokenizer.load_state_dict(pretrained.state_dict(), strict=True)
-        return
-    for part in parts:
-        getattr(tokenizer, part).load_state_dict(getattr(pretrained, part).state_dict())
 
 
 class TokenizerSystem(L.LightningModule):
