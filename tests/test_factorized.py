@@ -12,13 +12,16 @@ import pytest
 import torch
 
 import tokenizers_vis as tv
-from tokenizers_vis.losses.semantic import FeatureCache, SemanticAlignment, build_teacher
+from tokenizers_vis.losses.feature_cache import FeatureCache
+from tokenizers_vis.losses.semantic import SemanticAlignment
+from tokenizers_vis.losses.teachers import build_teacher
 from tokenizers_vis.metrics.probe import ridge_probe, token_features
 from tokenizers_vis.metrics.rate import token_bytes
 from tokenizers_vis.metrics.usage import codebook_usage
 from tokenizers_vis.quantizers.factorized import FactorizedQuantizer, disentanglement
 from tokenizers_vis.registry import QUANTIZERS
 from tokenizers_vis.training.export import submodule_state
+from tokenizers_vis.training.loss_weights import DEFAULT_LOSS_WEIGHTS
 from tokenizers_vis.training.system import TokenizerSystem
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -137,7 +140,7 @@ def fit(root: Path, overrides: list[str]) -> list[dict[str, str]]:
 def test_disentanglement_falls_during_a_real_fit(tmp_path: Path) -> None:
     rows = fit(
         tmp_path,
-        ["--model.tokenizer", "tiny_cpu_fvq", "--model.disentangle_weight", "1.0"]
+        ["--model.tokenizer", "tiny_cpu_fvq", "--model.loss_weights.quantizer/disentangle", "1"]
         + ["--trainer.max_steps", "40", "--trainer.limit_val_batches", "0"],
     )
     values = [
@@ -147,13 +150,17 @@ def test_disentanglement_falls_during_a_real_fit(tmp_path: Path) -> None:
     ]
     assert len(values) == 40
     first, last = sum(values[:5]) / 5, sum(values[-5:]) / 5
-    # Measured: 0.32 -> 0.02 in 40 steps; with disentangle_weight 0 it rises to 0.54 instead.
+    # Measured: 0.32 -> 0.02 in 40 steps; with its weight 0 it rises to 0.54 instead.
     assert last < 0.5 * first, (first, last)
 
 
-def semantic_system(**kwargs) -> TokenizerSystem:
+def semantic_weights(**weights: float) -> dict[str, float]:
+    return {**DEFAULT_LOSS_WEIGHTS, "semantic/cosine": 1.0, **weights}
+
+
+def semantic_system(**weights: float) -> TokenizerSystem:
     return TokenizerSystem(
-        "tiny_cpu_fvq", semantic_weight=1.0, semantic=SEMANTIC, warmup_steps=1, **kwargs
+        "tiny_cpu_fvq", loss_weights=semantic_weights(**weights), semantic=SEMANTIC, warmup_steps=1
     )
 
 
@@ -164,11 +171,8 @@ def test_semantic_gradients_reach_aligned_adapter_not_teacher(images16: torch.Te
     with torch.no_grad():
         for adapter in tok.quantizer.adapters:
             adapter.residual[-1].weight.normal_(0, 0.1)
-    from tokenizers_vis.losses.semantic import capture_output
-
-    with capture_output(tok.quantizer) as seen:
-        out = tok(images16)
-    terms = system.semantic_terms(seen[-1], images16, out.lengths)
+    out = tok(images16)
+    terms = system.semantic_terms(out.quantized, images16, out.lengths)
     assert set(terms) == {"semantic/cosine"} and torch.isfinite(terms["semantic/cosine"])
     terms["semantic/cosine"].backward()
     grads = {n: p.grad for n, p in tok.quantizer.adapters.named_parameters()}
@@ -184,7 +188,7 @@ def test_semantic_training_step_and_export(tmp_path: Path, images16: torch.Tenso
     from torch.utils.data import DataLoader, TensorDataset
 
     features = tmp_path / "teacher.safetensors"
-    system = semantic_system(disentangle_weight=0.1)
+    system = semantic_system(**{"quantizer/disentangle": 0.1})
     system._teacher[0].path = features  # = semantic: {cache_file: ...} in a config
     trainer = L.Trainer(
         accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False,
@@ -199,7 +203,9 @@ def test_semantic_training_step_and_export(tmp_path: Path, images16: torch.Tenso
     cache = system._teacher[0]
     assert cache.misses == 4 and cache.hits == 8  # one teacher pass per image, then cached
     again = TokenizerSystem(
-        "tiny_cpu_fvq", semantic_weight=1.0, semantic={**SEMANTIC, "cache_file": str(features)}
+        "tiny_cpu_fvq",
+        loss_weights=semantic_weights(),
+        semantic={**SEMANTIC, "cache_file": str(features)},
     )
     assert len(again._teacher[0].store) == 4  # the next run starts with the features
     tok = tv.Tokenizer(**system.tokenizer.config)
@@ -271,14 +277,14 @@ def test_feature_file_carries_features_to_the_next_run_of_the_same_teacher(tmp_p
 
 
 def test_teacher_key_changes_with_the_weights_file_it_names(tmp_path) -> None:
-    from tokenizers_vis.losses.semantic import _teacher_key
+    from tokenizers_vis.losses.teachers import teacher_key
 
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"a")
     spec = {"name": "timm", "model": "m", "weights": str(weights)}
-    before = _teacher_key(spec)
+    before = teacher_key(spec)
     weights.write_bytes(b"bb")
-    assert _teacher_key(spec) != before and _teacher_key({"name": "inception"}) == _teacher_key(
+    assert teacher_key(spec) != before and teacher_key({"name": "inception"}) == teacher_key(
         {"name": "inception"}
     )
 

@@ -196,12 +196,17 @@ def test_failed_export_or_check_publishes_nothing(
 def test_rectified_flow_decoder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     rf = {"name": "rectified_flow", "patch_size": 4, "width": 32, "depth": 1, "num_heads": 2}
     model = Tokenizer(**preset_spec("tiny_cpu_fsq", decoder=rf))
-    with pytest.raises(OnnxExportError, match="rectified-flow decoders are not exported"):
+    with pytest.raises(
+        OnnxExportError, match=r"generative decoders \(rectified_flow\) are not exported"
+    ):
         export_onnx(model, tmp_path / "api")
     directory = model.save_pretrained(tmp_path / "rf")
     assert export_cli("--onnx", tmp_path / "cli", "--model", directory) == 2
     err = capsys.readouterr().err
-    assert err.startswith("vistok export: error: rectified-flow") and "Traceback" not in err
+    assert (
+        err.startswith("vistok export: error: generative decoders (rectified_flow)")
+        and "Traceback" not in err
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rf"]
 
 

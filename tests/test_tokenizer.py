@@ -9,18 +9,50 @@ import torch
 
 import tokenizers_vis as tv
 from tokenizers_vis.hub import PretrainedError
-from tokenizers_vis.presets import merge
+from tokenizers_vis.presets import merge, preset_spec
 
 SMALL = [n for n in tv.list_tokenizers() if n.startswith("tiny_cpu")]
 
 
+# Parameters of every preset: a fingerprint of its architecture, so a change to a shared part
+# (a layer, a default) that silently resizes a preset fails here. Recorded from the presets; a
+# new preset adds its line (the test says which is missing).
+PARAMETERS = {
+    "emoji32_fsq": 4_518_968,
+    "emoji32_fsq_rf": 6_018_104,
+    "emoji32_fvq_2x4096_k32": 4_521_624,
+    "emoji32_fvq_2x64": 4_523_940,
+    "emoji32_vq": 4_522_056,
+    "flextok_d12_fsq": 172_390_092,
+    "flextok_d12_fsq_rf": 217_287_948,
+    "tiny_cpu_fsq": 30_454,
+    "tiny_cpu_fvq": 31_752,
+    "tiny_cpu_vq": 30_784,
+    "titok_b64_vq": 171_853_080,
+}
+
+
 @pytest.mark.parametrize("name", tv.list_tokenizers())
-def test_every_preset_builds(name: str) -> None:
+def test_every_preset_builds_with_its_shapes_size_and_spec(name: str) -> None:
+    spec = preset_spec(name)
     with torch.device("meta"):  # ImageNet presets build without allocating 170M parameters
         tok = tv.create_tokenizer(name)
-    assert tok.max_tokens >= 1 and tok.image_size % 4 == 0
-    assert all(v >= 2 for v in tok.vocab_sizes)
-    assert tok.config == tv.Tokenizer(**tok.config).config if name in SMALL else tok.config
+        again = tv.Tokenizer(**tok.config)  # the spec it records rebuilds it
+        s, k_max, d = tok.image_size, tok.max_tokens, tok.quantizer.dim
+        images = torch.empty(2, 3, s, s)
+        latents = tok.encoder(images)  # shapes only: meta tensors compute nothing
+        decoded = tok.decoder(torch.empty(2, k_max, d), None, images=images)
+    assert tok.config == {
+        **spec,
+        "token_drop": spec.get("token_drop") or {"name": "nested_dropout"},
+    }
+    assert again.config == tok.config
+    shapes = {k: v.shape for k, v in tok.state_dict().items()}
+    assert {k: v.shape for k, v in again.state_dict().items()} == shapes
+    assert latents.shape == (2, k_max, d) and decoded.images.shape == (2, 3, s, s)
+    assert len(tok.vocab_sizes) >= 1 and all(v >= 2 for v in tok.vocab_sizes)
+    assert name in PARAMETERS, f"record the parameter count of new preset {name}"
+    assert sum(p.numel() for p in tok.parameters()) == PARAMETERS[name]
 
 
 @pytest.mark.parametrize("name", SMALL + ["emoji32_fsq"])
@@ -131,3 +163,32 @@ def test_overrides_merge_and_replace() -> None:
     assert merge(base, {"encoder": {"name": "registers"}})["encoder"] == {"name": "registers"}
     tok = tv.create_tokenizer("tiny_cpu_fsq", max_tokens=4, quantizer={"levels": [3, 3]})
     assert tok.max_tokens == 4 and tok.vocab_sizes == (9,)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_decode_is_decode_codes_of_the_ids_and_decode_codes_is_differentiable(name: str) -> None:
+    tok = tv.create_tokenizer(name).eval()
+    images = torch.rand(3, 3, 16, 16) * 2 - 1
+    tokens = tok.encode(images, num_tokens=torch.tensor([2, 8, 5]))  # ids (3 8 g), padded
+    codes = tok.quantizer.ids_to_codes(tokens.ids)  # all K = 8 positions
+    assert torch.equal(tok.decode(tokens), tok.decode_codes(codes, tokens.lengths))
+    codes = codes.detach().requires_grad_(True)  # refinement steps latents through this call
+    tok.decode_codes(codes, tokens.lengths).square().sum().backward()
+    seen = codes.grad.abs().sum(-1)  # (3 8): only a sample's own prefix reaches the decoder
+    assert (seen[0, :2] > 0).all() and (seen[1] > 0).all() and (seen[2, :5] > 0).all()
+    assert seen[0, 2:].sum() == 0 and seen[2, 5:].sum() == 0
+    assert torch.equal(tok.check_lengths(3, 2, torch.device("cpu")), torch.tensor([3, 3]))
+    with pytest.raises(ValueError, match="num_tokens must be in 1..8"):
+        tok.check_lengths(torch.tensor([1, 0]), 2, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_forward_carries_the_quantizer_and_decoder_outputs(name: str) -> None:
+    tok = tv.create_tokenizer(name).eval()
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    out = tok(images, num_tokens=3)
+    q = tok.quantizer(tok.encoder(images))
+    assert type(out.quantized) is type(q) and torch.equal(out.quantized.codes, q.codes)
+    assert out.ids is out.quantized.ids and out.images is out.decoded.images
+    assert out.losses == {**out.quantized.losses, **out.decoded.losses}
+    assert out.lengths.tolist() == [3, 3]

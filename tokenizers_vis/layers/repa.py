@@ -11,7 +11,7 @@ patch as in REPA, or to pooled features (b d), compared with the mean of the pro
 global alignment, weaker than REPA's, for teachers that only pool). Targets are centred per
 channel over the batch: post-ReLU features (Inception's) are non-negative, so raw cosines sit
 near 1 and a constant projection would already score well. The training system's default
-teacher is the shared offline TF-FID Inception of `tokenizers_vis.losses.semantic` (the paper's
+teacher is the shared offline TF-FID Inception of `tokenizers_vis.losses.teachers` (the paper's
 DINOv2 downloads). The term is `1 - cos`: >= 0, with REPA's gradient.
 """
 

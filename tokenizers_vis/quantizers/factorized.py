@@ -25,7 +25,7 @@ Changes from the reference:
     18.19 dB; one VQ 64 x 6, half the bits, 17.03 dB), at equal codebook usage. A sum makes the
     sub-codes share one space, so they interfere; concatenated they cannot.
   * Sub-quantizer losses are averaged over sub-codebooks under their usual names, so the
-    training system's `quantizer_weight` means the same thing for G = 1 and G > 1; per
+    training system's "quantizer/commit" weight means the same for G = 1 and G > 1; per
     sub-codebook values are logged as stats (`quantizer/commit/0`, ...).
 """
 

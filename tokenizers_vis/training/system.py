@@ -10,31 +10,31 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable
-from contextlib import nullcontext
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from tokenizers_vis.layers.repa import repa_cosine_distance
 from tokenizers_vis.losses.adversarial import (
     PatchDiscriminator,
     adaptive_weight,
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
-from tokenizers_vis.losses.semantic import (
-    FeatureCache,
-    build_alignment,
-    build_teacher,
-    capture_output,
-)
+from tokenizers_vis.losses.feature_cache import FeatureCache
+from tokenizers_vis.losses.semantic import build_alignment
+from tokenizers_vis.losses.teachers import build_teacher
 from tokenizers_vis.metrics.reconstruction import psnr
 from tokenizers_vis.presets import preset_spec
 from tokenizers_vis.quantizers import QuantizerOutput, sub_codes
 from tokenizers_vis.tokenizer import Tokenizer, Tokens, prefix_lengths
+from tokenizers_vis.training.loss_weights import LossWeightError, check_loss_weights, weigh
+from tokenizers_vis.training.warm_start import check_parts, warm_start
 
 
 def adamw(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -46,53 +46,15 @@ def adamw_discriminator(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=1e-4, betas=(0.5, 0.9), weight_decay=1e-4)
 
 
-# Spec keys that only change how a tokenizer trains or samples, not which weights it has.
-TRAINING_ONLY_KEYS = {
-    "token_drop": {"sampling", "drop_prob", "min_tokens"},
-    "decoder": {"num_steps", "sampler", "guidance_scale", "cond_dropout", "time_sampling"},
-}
-PARTS = ("encoder", "quantizer", "token_drop", "decoder")  # the Tokenizer's components
+ADVERSARIAL = {"start_step": 0, "adaptive": True, "channels": 64, "layers": 3}  # the defaults
 
 
-def architecture(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec without its training-only settings: two specs with equal architectures load each
-    other's weights."""
-    out = copy.deepcopy(spec)
-    for key, fields in TRAINING_ONLY_KEYS.items():
-        for field in fields:
-            out.get(key, {}).pop(field, None)
-    return out
-
-
-def check_parts(parts: Iterable[str], what: str) -> list[str]:
-    parts = list(parts)
-    unknown = sorted(set(parts) - set(PARTS))
+def adversarial_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """`settings` over the `ADVERSARIAL` defaults; unknown keys are refused."""
+    unknown = sorted(set(settings or {}) - set(ADVERSARIAL))
     if unknown:
-        raise ValueError(f"{what}: unknown parts {unknown}; known: {', '.join(PARTS)}")
-    return parts
-
-
-def warm_start(tokenizer: Tokenizer, init_from: str, parts: list[str] | None = None) -> None:
-    """Copy the weights of pretrained `init_from` into `tokenizer` (strict: same architecture).
-
-    `parts` (e.g. ["encoder", "quantizer"]) copies only those components, which then must agree
-    with `init_from` (with the shared sizes); the others keep their fresh initialisation, so a
-    new decoder can learn on a pretrained tokenizer's tokens.
-    """
-    pretrained = Tokenizer.from_pretrained(init_from)
-    ours, theirs = architecture(tokenizer.config), architecture(pretrained.config)
-    if parts is not None:
-        keys = ["image_size", "max_tokens", *check_parts(parts, "init_from_parts")]
-        ours, theirs = ({k: spec[k] for k in keys} for spec in (ours, theirs))
-    if ours != theirs:
-        raise ValueError(
-            f"init_from {init_from!r} has a different architecture: {theirs} vs this run's {ours}"
-        )
-    if parts is None:
-        tokenizer.load_state_dict(pretrained.state_dict(), strict=True)
-        return
-    for part in parts:
-        getattr(tokenizer, part).load_state_dict(getattr(pretrained, part).state_dict())
+        raise ValueError(f"adversarial: unknown keys {unknown}; known: {', '.join(ADVERSARIAL)}")
+    return {**ADVERSARIAL, **(settings or {})}
 
 
 class TokenizerSystem(L.LightningModule):
@@ -105,22 +67,26 @@ class TokenizerSystem(L.LightningModule):
         warmup_steps: linear learning-rate warm-up.
         lr_decay: "cosine" to `min_lr_ratio` at `trainer.max_steps`, or "constant".
         min_lr_ratio: final learning rate as a fraction of the peak.
-        l1_weight, l2_weight: pixel reconstruction weights.
-        perceptual_weight: weight of the offline Inception perceptual distance (0 disables it).
-        quantizer_weight: weight of every "quantizer/*" term (commitment, codebook) except
-            the disentanglement term, which has its own.
-        disentangle_weight: weight of "quantizer/disentangle", the squared cosine similarity
-            of a factorized quantizer's sub-codes at the same position (FQGAN uses 0.1).
-        semantic_weight: weight of the semantic alignment term ("semantic/cosine" or
-            "semantic/contrastive"; FQGAN uses 0.5); 0 disables it and builds no teacher.
-        semantic: the alignment's spec, see `tokenizers_vis.losses.semantic.build_alignment`:
-            `{"codebook": 0, "teacher": {"name": "inception"}, "loss": "cosine", ...}`. The
-            head trains with the tokenizer but is not part of it (not exported); the teacher is
-            frozen, kept out of `state_dict`, and its features are cached per image.
-        gan_weight: hinge-GAN generator weight (0 disables the discriminator).
-        gan_start_step: generator step at which the discriminator switches on.
-        gan_adaptive: scale the GAN term by VQGAN's adaptive gradient-norm ratio.
-        disc_channels, disc_layers: PatchGAN shape.
+        loss_weights: weight of every unweighted term, keyed by its name (see
+            `training.loss_weights`): `{"recon/l1": 1.0, "recon/l2": 1.0, "quantizer/commit":
+            0.25, ...}`. Given, it is the whole table: an unknown name is refused here and a
+            term the run produces but the table lacks is refused at the first step (0 logs a
+            term without training on it). None: `DEFAULT_LOSS_WEIGHTS`. A positive
+            "recon/perceptual" turns on the offline Inception distance, "gan/generator" the
+            discriminator, "semantic/cosine" or "semantic/contrastive" the semantic alignment.
+        adversarial: the hinge GAN's settings, every key optional: `{"start_step": 0,
+            "adaptive": True, "channels": 64, "layers": 3}`: the generator step at which the
+            discriminator switches on, VQGAN's adaptive gradient-norm scale of the GAN term, and
+            the PatchGAN's shape.
+        semantic: the semantic alignment's spec, see
+            `tokenizers_vis.losses.semantic.build_alignment`: `{"codebook": 0, "teacher":
+            {"name": "inception"}, "loss": "cosine", ...}`. The head trains with the tokenizer
+            but is not part of it (not exported); the teacher is frozen, kept out of
+            `state_dict`, and its features are cached per image.
+        repa_teacher: the teacher of "repa/cosine_distance" (REPA) for a decoder with an
+            alignment layer (`decoder.feature_dim`, the rectified flow's `repa_layer`): a
+            `losses.teachers` teacher spec, default `{"name": "inception"}` (pooled 2048-d, so
+            the decoder's repa_dim is 2048); frozen, cached per image, out of `state_dict`.
         grad_clip: max gradient norm for both optimizers (0 disables).
         eval_tokens: prefix lengths k validated and shown in image grids (default 1, 2, 4, .., K).
         init_from: a pretrained directory or shipped model name whose weights start this run
@@ -132,15 +98,10 @@ class TokenizerSystem(L.LightningModule):
             decoder on a pretrained tokenizer with another decoder.
         freeze: components that do not train (no gradients, kept in eval mode), e.g.
             ["encoder", "quantizer"] to train a decoder on a frozen tokenizer's tokens.
-        flow_weight: weight of a generative decoder's "flow/mse" flow-matching term.
-        repa_weight: weight of "repa/cosine_distance" (REPA, 0.5 in the paper) for a decoder
-            with `repa_layer`; its teacher is `repa_teacher`, a `losses.semantic` teacher spec
-            (default `{"name": "inception"}`: pooled 2048-d, so the decoder's repa_dim is 2048),
-            frozen, cached per image and kept out of `state_dict`.
 
-    A rectified-flow decoder learns from "flow/mse"; its `images` are the one-step estimate
-    x_t - t v, noisy at large t, so its presets weight the reconstruction terms 0 (they are still
-    logged) and validation PSNR is measured on sampled decodes instead.
+    A generative decoder (rectified flow) learns from "flow/mse"; its training `images` are an
+    estimate (the one-step x_t - t v, noisy at large t), so its recipes weight the reconstruction
+    terms 0 (they are still logged) and validation PSNR is measured on sampled decodes instead.
 
     With a discriminator under DDP use `strategy: ddp_find_unused_parameters_true`: the generator
     and discriminator steps each leave the other's parameters without gradients.
@@ -154,26 +115,15 @@ class TokenizerSystem(L.LightningModule):
         warmup_steps: int = 100,
         lr_decay: str = "cosine",
         min_lr_ratio: float = 0.1,
-        l1_weight: float = 1.0,
-        l2_weight: float = 1.0,
-        perceptual_weight: float = 0.0,
-        quantizer_weight: float = 0.25,
-        disentangle_weight: float = 0.0,
-        semantic_weight: float = 0.0,
+        loss_weights: dict[str, float] | None = None,
+        adversarial: dict[str, Any] | None = None,
         semantic: dict[str, Any] | None = None,
-        gan_weight: float = 0.0,
-        gan_start_step: int = 0,
-        gan_adaptive: bool = True,
-        disc_channels: int = 64,
-        disc_layers: int = 3,
+        repa_teacher: dict[str, Any] | None = None,
         grad_clip: float = 1.0,
         eval_tokens: list[int] | None = None,
         init_from: str | None = None,
         init_from_parts: list[str] | None = None,
         freeze: list[str] | None = None,
-        flow_weight: float = 1.0,
-        repa_weight: float = 0.5,
-        repa_teacher: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if lr_decay not in ("cosine", "constant"):
@@ -190,30 +140,51 @@ class TokenizerSystem(L.LightningModule):
             getattr(self.tokenizer, part).requires_grad_(False).eval()
         self.optimizer_factory = optimizer
         self.disc_optimizer_factory = disc_optimizer
-        self.discriminator = (
-            PatchDiscriminator(disc_channels, disc_layers) if gan_weight > 0 else None
-        )
         k_max = self.tokenizer.max_tokens
         self.eval_tokens = [k for k in (eval_tokens or prefix_lengths(k_max)) if 1 <= k <= k_max]
-        # Frozen, large and reloadable from its own weights file: kept out of state_dict and EMA.
-        self._perceptual: list[nn.Module] = []
-        self._teacher: list[Any] = []  # the semantic teacher's FeatureCache, same reasons
-        self.semantic = None
-        if semantic_weight > 0:
-            self.semantic, teacher, self.semantic_codebook = build_alignment(
-                semantic or {}, self.tokenizer.quantizer, self.tokenizer.max_tokens
+        self.loss_weights = check_loss_weights(loss_weights)
+        self.adversarial = adversarial_settings(adversarial)
+        self.discriminator = None
+        if self.loss_weights.get("gan/generator", 0.0) > 0:
+            self.discriminator = PatchDiscriminator(
+                self.adversarial["channels"], self.adversarial["layers"]
             )
-            self._teacher.append(teacher)
-        self._repa_teacher: list[FeatureCache] = []  # REPA's cached teacher, same reasons
-        decoder = self.tokenizer.decoder
-        if getattr(decoder, "repa_layer", None) is not None:
-            teacher = build_teacher(repa_teacher or {"name": "inception"})
-            if teacher.num_features != decoder.repa_dim:
-                raise ValueError(f"repa_teacher gives {teacher.num_features} features; set the "
-                                 f"decoder's repa_dim to it (now {decoder.repa_dim})")  # fmt: skip
-            self._repa_teacher.append(FeatureCache(teacher))
-            decoder.attach_teacher(self._repa_teacher[0])
+        # Frozen, large and reloadable from their own weights files: the perceptual network and
+        # the teachers' FeatureCaches stay out of state_dict and EMA.
+        self._perceptual: list[nn.Module] = []
+        self._teacher: list[Any] = []  # the semantic teacher
+        self._repa_teacher: list[FeatureCache] = []
+        self.semantic = self._build_semantic(semantic)
+        self._build_repa(repa_teacher)
         self.automatic_optimization = False  # two optimizers (tokenizer, discriminator)
+
+    def _build_semantic(self, spec: dict[str, Any] | None) -> nn.Module | None:
+        """The semantic alignment head when loss_weights weighs a semantic term (else None)."""
+        weights = self.loss_weights
+        if not any(weights.get(f"semantic/{loss}", 0.0) > 0 for loss in ("cosine", "contrastive")):
+            return None
+        head, teacher, self.semantic_codebook = build_alignment(
+            spec or {}, self.tokenizer.quantizer, self.tokenizer.max_tokens
+        )
+        term = f"semantic/{head.loss}"
+        if not weights.get(term, 0.0) > 0:
+            raise LossWeightError(
+                f"semantic: loss {head.loss!r} returns {term!r}, which loss_weights weighs "
+                f"{weights.get(term, 'not at all')}; weigh the term the head returns"
+            )
+        self._teacher.append(teacher)
+        return head
+
+    def _build_repa(self, teacher_spec: dict[str, Any] | None) -> None:
+        """REPA's cached teacher, for a decoder with an alignment layer."""
+        feature_dim = self.tokenizer.decoder.feature_dim  # the layer REPA aligns, if any
+        if feature_dim is None:
+            return
+        teacher = build_teacher(teacher_spec or {"name": "inception"})
+        if teacher.num_features != feature_dim:
+            raise ValueError(f"repa_teacher gives {teacher.num_features} features; set the "
+                             f"decoder's repa_dim to it (now {feature_dim})")  # fmt: skip
+        self._repa_teacher.append(FeatureCache(teacher))
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TokenizerSystem:
         """Copy the module (EMAWeightAveraging does) but share the optimizer factories.
@@ -249,30 +220,13 @@ class TokenizerSystem(L.LightningModule):
         """Unweighted named reconstruction terms, computed in fp32."""
         recon, images = recon.float(), images.float()
         terms = {"recon/l1": F.l1_loss(recon, images), "recon/l2": F.mse_loss(recon, images)}
-        if self.hparams.perceptual_weight > 0:
+        if self.loss_weights.get("recon/perceptual", 0.0) > 0:
             terms["recon/perceptual"] = self.perceptual()(recon, images).mean()
         return terms
 
     def weighted(self, terms: dict[str, Tensor]) -> Tensor:
-        h = self.hparams
-        weights = {
-            "recon/l1": h.l1_weight,
-            "recon/l2": h.l2_weight,
-            "recon/perceptual": h.perceptual_weight,
-            "quantizer/disentangle": h.disentangle_weight,
-            "semantic/cosine": h.semantic_weight,
-            "semantic/contrastive": h.semantic_weight,
-            "flow/mse": h.flow_weight,
-            "repa/cosine_distance": h.repa_weight,
-        }
-        total = torch.zeros((), device=self.device)
-        for name, value in terms.items():
-            if name in weights:
-                weight = weights[name]
-            else:
-                weight = h.quantizer_weight if name.startswith("quantizer/") else 1.0
-            total = total + weight * value
-        return total
+        """() the loss: each term times its `loss_weights` entry (a term without one is refused)."""
+        return weigh(terms, self.loss_weights, self.device)
 
     def semantic_terms(
         self, quantized: QuantizerOutput, images: Tensor, lengths: Tensor
@@ -283,10 +237,17 @@ class TokenizerSystem(L.LightningModule):
         features = self._teacher[0](images)  # (b f): cached, no gradient
         return self.semantic(codes, features, lengths)
 
+    def repa_terms(self, features: Tensor, images: Tensor) -> dict[str, Tensor]:
+        """REPA: the decoder's projected patch features (b f gh gw) against the frozen teacher's
+        features of the clean `images` (cached, no gradient), unweighted."""
+        target = self._repa_teacher[0](images)  # (b f) or (b f h' w')
+        projected = rearrange(features, "b f gh gw -> b (gh gw) f")
+        grid = (features.shape[2], features.shape[3])
+        return {"repa/cosine_distance": repa_cosine_distance(projected, target, grid)}
+
     def gan_active(self) -> bool:
-        return (
-            self.discriminator is not None and self.generator_steps() >= self.hparams.gan_start_step
-        )
+        start = self.adversarial["start_step"]
+        return self.discriminator is not None and self.generator_steps() >= start
 
     def generator_steps(self) -> int:
         # Lightning counts every optimizer step; the discriminator steps once per generator step.
@@ -297,22 +258,21 @@ class TokenizerSystem(L.LightningModule):
         images = batch[0]
         optimizers = self.optimizers()
         opt_g = optimizers[0] if isinstance(optimizers, list) else optimizers
-        # Tokenizer.forward returns no codes; the alignment reads the quantizer's own output.
-        quantizer = self.tokenizer.quantizer
-        with capture_output(quantizer) if self.semantic is not None else nullcontext() as seen:
-            out = self.tokenizer(images)
+        out = self.tokenizer(images)
         terms = {**self.reconstruction_terms(out.images, images), **out.losses}
         if self.semantic is not None:
-            terms |= self.semantic_terms(seen[-1], images, out.lengths)
+            terms |= self.semantic_terms(out.quantized, images, out.lengths)
+        if out.decoded.features is not None:
+            terms |= self.repa_terms(out.decoded.features, images)
         loss = self.weighted(terms)
         if self.gan_active():
             gan = hinge_generator_loss(self.discriminator(out.images))
             scale = torch.ones((), device=self.device)
-            if self.hparams.gan_adaptive:
+            if self.adversarial["adaptive"]:
                 scale = adaptive_weight(loss, gan, self.tokenizer.decoder.last_layer)
             terms["gan/generator"] = gan
             self.log("train/gan_scale", scale)
-            loss = loss + self.hparams.gan_weight * scale * gan
+            loss = loss + self.loss_weights["gan/generator"] * scale * gan
         self._step(opt_g, loss)
         self.lr_schedulers().step()
         if self.discriminator is not None:
@@ -351,7 +311,8 @@ class TokenizerSystem(L.LightningModule):
         """Log PSNR at every k of `eval_tokens`; return the batch's ids (b K g) for callbacks."""
         images = batch[0]
         ids = None
-        generative = getattr(self.tokenizer.decoder, "generative", False)
+        # A generative decoder's training images are an estimate, not a decode (DecoderOutput).
+        generative = self.tokenizer.decoder.generative
         for k in self.eval_tokens:
             out = self.tokenizer(images, num_tokens=k)
             recon = out.images
@@ -364,7 +325,7 @@ class TokenizerSystem(L.LightningModule):
             if k == self.tokenizer.max_tokens:
                 terms = self.reconstruction_terms(out.images, images)
                 # The decoder's own terms (flow matching, at a fixed seed in eval mode).
-                terms |= {n: v for n, v in out.losses.items() if n.startswith("flow/")}
+                terms |= out.decoded.losses
                 self.log(
                     "val/loss",
                     self.weighted(terms),
