@@ -14,17 +14,20 @@ the components, so a spec cannot disagree with itself.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
-from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tokenizers_vis import decoders, encoders, quantizers  # noqa: F401  (registration)
-from tokenizers_vis.hub import load_pretrained, save_pretrained
+from tokenizers_vis.hub import SHIPPED_DIR, PretrainedMixin
 from tokenizers_vis.registry import DECODERS, ENCODERS, QUANTIZERS, TOKEN_DROPS
+
+# The default prefix-keeping spec, read-only so a default is never shared mutable state; the
+# captured config holds a plain dict copy of it.
+NESTED_DROPOUT = MappingProxyType({"name": "nested_dropout"})
 
 
 def prefix_lengths(max_tokens: int) -> list[int]:
@@ -78,7 +81,7 @@ class TokenizerOutput:
     stats: dict[str, Tensor] = field(default_factory=dict)
 
 
-class Tokenizer(nn.Module):
+class Tokenizer(PretrainedMixin, nn.Module):
     """A 1D variable-length image tokenizer assembled from registered components.
 
     Args:
@@ -88,7 +91,13 @@ class Tokenizer(nn.Module):
         quantizer: quantizer spec, e.g. `{"name": "fsq", "levels": [8, 8, 8, 8]}`.
         decoder: decoder spec, e.g. `{"name": "vit_1d", ...}`.
         token_drop: prefix-keeping spec: `{"name": "nested_dropout" | "tail_drop", ...}`.
+
+    The arguments, as given, are `self.config` (`PretrainedMixin`): the spec `save_pretrained`
+    writes and `from_pretrained` builds from.
     """
+
+    pretrained_kind = "tokenizer"
+    shipped_dir = SHIPPED_DIR
 
     def __init__(
         self,
@@ -97,20 +106,9 @@ class Tokenizer(nn.Module):
         encoder: dict[str, Any],
         quantizer: dict[str, Any],
         decoder: dict[str, Any],
-        token_drop: dict[str, Any] | None = None,
+        token_drop: dict[str, Any] = NESTED_DROPOUT,
     ) -> None:
         super().__init__()
-        token_drop = token_drop or {"name": "nested_dropout"}
-        self.config: dict[str, Any] = copy.deepcopy(
-            dict(
-                image_size=image_size,
-                max_tokens=max_tokens,
-                encoder=encoder,
-                quantizer=quantizer,
-                decoder=decoder,
-                token_drop=token_drop,
-            )
-        )
         self.image_size = image_size
         self.max_tokens = max_tokens
         self.quantizer = QUANTIZERS.build(quantizer)
@@ -219,13 +217,3 @@ class Tokenizer(nn.Module):
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
-
-    # Pretrained directories: config.json + model.safetensors (see hub.py).
-    def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        return save_pretrained(self, directory, extra)
-
-    @classmethod
-    def from_pretrained(
-        cls, name_or_dir: str | Path, map_location: str | torch.device = "cpu"
-    ) -> Tokenizer:
-        return load_pretrained(cls, name_or_dir, map_location)
