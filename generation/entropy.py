@@ -26,11 +26,13 @@ import torch
 from torch import Tensor
 
 from generation.gpt import GPT, KVCache
-from generation.hub import load_pretrained
-from tokenizers_vis.codec.entropy import MODEL_ID_BYTES, EntropyModel, files_identity
-from tokenizers_vis.codec.format import CODING_MODEL
-from tokenizers_vis.codec.identity import module_digest
-from tokenizers_vis.hub import CONFIG_NAME, WEIGHTS_NAME
+from tokenizers_vis.codec import (
+    CODING_MODEL,
+    MODEL_ID_BYTES,
+    EntropyModel,
+    files_identity,
+    module_digest,
+)
 
 __all__ = ["GPTEntropyModel", "load"]
 
@@ -100,9 +102,7 @@ class GPTEntropyModel(EntropyModel):
 
 def shipped_path(name: str) -> Path | None:
     """The directory of a GPT shipped under `name` (`load_entropy_model` asks), or None."""
-    from generation.hub import SHIPPED_DIR, list_pretrained
-
-    return SHIPPED_DIR / name if name in list_pretrained() else None
+    return GPT.shipped_dir / name if name in GPT.list_pretrained() else None
 
 
 def load(directory: str | Path) -> GPTEntropyModel:
@@ -113,7 +113,7 @@ def load(directory: str | Path) -> GPTEntropyModel:
     Raises:
         PretrainedError: the directory is not a loadable GPT, naming the file at fault.
     """
-    directory = Path(directory)
-    gpt = load_pretrained(directory)
-    identity = files_identity([directory / CONFIG_NAME, directory / WEIGHTS_NAME])
+    found = GPT.open_pretrained(directory)  # resolved and checked once, then loaded and hashed
+    gpt = GPT.from_pretrained(found)
+    identity = files_identity([found.config_path, found.weights_path])
     return GPTEntropyModel(gpt, identity)

@@ -21,15 +21,16 @@ RMSNorm and one linear layer. Attention is torch SDPA; the KV cache belongs to t
 
 from __future__ import annotations
 
-import copy
 import math
-from typing import Any
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import SwiGLU
 from torch import Tensor, nn
+
+from tokenizers_vis import PretrainedMixin
 
 
 def rotary_table(length: int, head_dim: int, base: float = 10000.0) -> Tensor:
@@ -136,7 +137,7 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class GPT(nn.Module):
+class GPT(PretrainedMixin, nn.Module):
     """Class-conditional autoregressive model of token sequences ids (b n g), n <= K.
 
     Args:
@@ -150,7 +151,15 @@ class GPT(nn.Module):
         head_depth: blocks of the factorized head (used only when g > 1).
         dropout: on embeddings, attention and MLP outputs while training.
         rope_base: rotary frequency base.
+
+    The arguments, as given, are `self.config` (`tokenizers_vis.hub.PretrainedMixin`): saved as
+    `config.json["gpt"]` (`"kind": "gpt"`), so a GPT directory gets a tokenizer's guarantees
+    (strict loading, no unpickling, the spec checked against the weights' header first) and a
+    tokenizer loader never mistakes it for a tokenizer.
     """
+
+    pretrained_kind = "gpt"
+    shipped_dir = Path(__file__).parent / "pretrained"
 
     def __init__(
         self,
@@ -172,21 +181,6 @@ class GPT(nn.Module):
             raise ValueError("GPT needs vocab_sizes >= 2, max_tokens >= 1 and num_classes >= 0")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
-        self.config: dict[str, Any] = copy.deepcopy(
-            dict(
-                vocab_sizes=vocab_sizes,
-                max_tokens=max_tokens,
-                num_classes=num_classes,
-                class_names=class_names,
-                width=width,
-                depth=depth,
-                num_heads=num_heads,
-                mlp_ratio=mlp_ratio,
-                head_depth=head_depth,
-                dropout=dropout,
-                rope_base=rope_base,
-            )
-        )
         self.vocab_sizes, self.max_tokens = tuple(vocab_sizes), max_tokens
         self.num_classes, self.class_names = num_classes, list(class_names or [])
         self.class_embed = nn.Embedding(num_classes + 1, width)  # last row: the null class
@@ -317,18 +311,6 @@ class GPT(nn.Module):
         if sub_ids is None:
             sub_ids = ids.new_zeros(ids.shape[0], 0)
         return self.sub_logits(h, sub_ids)
-
-    # Pretrained directories: config.json + model.safetensors (see generation/hub.py).
-    def save_pretrained(self, directory, extra: dict[str, Any] | None = None):
-        from generation.hub import save_pretrained
-
-        return save_pretrained(self, directory, extra)
-
-    @classmethod
-    def from_pretrained(cls, directory, map_location: str | torch.device = "cpu") -> GPT:
-        from generation.hub import load_pretrained
-
-        return load_pretrained(directory, map_location)
 
 
 def _init_weights(module: nn.Module) -> None:

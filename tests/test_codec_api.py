@@ -189,3 +189,44 @@ def test_bisection_finds_the_smallest_k_in_few_passes():
     assert torch.equal(met, needed <= max_tokens)
     assert torch.equal(lengths, torch.where(met, needed, max_tokens))
     assert len(passes) <= 1 + 6  # one pass at K, then ceil(log2 64) bisection passes
+
+
+def test_a_model_name_is_resolved_once_per_codec(monkeypatch, one_thread):
+    """`vistok encode --model emoji32 --entropy static`: one resolution, then the checked
+    directory is what loading, the identity hash and the static table use."""
+    from tokenizers_vis import hub
+
+    calls = []
+
+    def spy(name_or_dir, shipped_dir=hub.SHIPPED_DIR):
+        calls.append(str(name_or_dir))
+        return resolve(name_or_dir, shipped_dir)
+
+    resolve = hub.resolve
+    monkeypatch.setattr(hub, "resolve", spy)
+    codec = Codec.from_pretrained("emoji32", entropy="static", device="cpu")
+    assert calls == ["emoji32"]
+    data = codec.encode_image(Image.fromarray(_noise(32, 32)), num_tokens=4)
+    assert read_header(data)[0].tokenizer_id == codec.identity
+    assert calls == ["emoji32"]  # encoding resolves nothing
+
+
+def test_identity_hashes_only_checked_regular_files(tiny_dir, tmp_path):
+    """A FIFO for the weights is refused by the check, never opened (reading it would block)."""
+    import os
+    import shutil
+
+    from tokenizers_vis.codec.identity import directory_identity
+    from tokenizers_vis.hub import PretrainedError
+
+    broken = tmp_path / "fifo"
+    shutil.copytree(tiny_dir, broken)
+    (broken / "model.safetensors").unlink()
+    os.mkfifo(broken / "model.safetensors")
+    with pytest.raises(PretrainedError, match="model.safetensors is not a regular file"):
+        directory_identity(broken)
+    (broken / "config.json").write_text("{}")
+    with pytest.raises(PretrainedError, match="format_version"):
+        directory_identity(broken)  # the config is checked as loading checks it
+    found = tv.Tokenizer.open_pretrained(tiny_dir)
+    assert directory_identity(tiny_dir) == directory_identity(found)

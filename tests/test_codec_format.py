@@ -143,3 +143,20 @@ def test_impossible_headers_and_ids_are_rejected_on_write():
     header = HEADERS["one_token"]
     with pytest.raises(ValueError, match="out of range"):
         dumps(header, np.array([[[2]]]))
+
+
+def test_the_one_varint_reader_round_trips_and_names_its_failures():
+    from tokenizers_vis.codec.entropy_coding import EntropyParams
+    from tokenizers_vis.codec.format import encode_varint, read_varint
+
+    for value in (0, 1, 127, 128, 300, 2**14, 2**35 - 1):
+        data = b"\x07" + encode_varint(value) + b"\x09"
+        assert read_varint(data, 1, "x") == (value, len(data) - 1)
+    with pytest.raises(TruncatedError, match=r"ends inside the header \(width\)"):
+        read_varint(encode_varint(300)[:1], 0, "width")
+    with pytest.raises(CorruptedError, match="width is not a valid varint"):
+        read_varint(b"\x80" * 5 + b"\x01", 0, "width")
+    params = EntropyParams(b"abcd", 7, group=300, condition=2)
+    assert EntropyParams.parse(params.to_bytes()) == params
+    with pytest.raises(CorruptedError, match="params end inside a varint"):
+        EntropyParams.parse(params.to_bytes()[:-2])  # within a file, so not a truncation

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from generation import GPT, GPT_PRESETS, gpt_spec
-from generation.hub import PretrainedError
+from tokenizers_vis import PretrainedError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -178,12 +178,15 @@ def test_gpt_spec_merges_and_checks() -> None:
 
 
 def test_shipped_names_resolve_and_directories_win(tmp_path: Path, monkeypatch) -> None:
-    from generation import hub
-
     shipped = tmp_path / "pretrained"
     tiny_gpt([125]).save_pretrained(shipped / "gpt_tiny_test")
-    monkeypatch.setattr(hub, "SHIPPED_DIR", shipped)
-    assert hub.list_pretrained() == ["gpt_tiny_test"]
+    monkeypatch.setattr(GPT, "shipped_dir", shipped)
+    assert GPT.list_pretrained() == ["gpt_tiny_test"]
     assert GPT.from_pretrained("gpt_tiny_test").config == tiny_gpt([125]).config
-    with pytest.raises(PretrainedError, match="neither a directory"):
+    # An unknown name: the one message, listing the GPTs shipped (never the tokenizers).
+    with pytest.raises(PretrainedError, match="neither a directory.*shipped: gpt_tiny_test$"):
         GPT.from_pretrained("gpt_not_shipped")
+    (tmp_path / "gpt_tiny_test").mkdir()  # a local directory wins over the shipped name
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PretrainedError, match="config.json is missing"):
+        GPT.from_pretrained("gpt_tiny_test")

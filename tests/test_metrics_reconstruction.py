@@ -88,3 +88,21 @@ def test_meter_streams_per_image_values_and_means():
         assert values.shape == (5,)
         torch.testing.assert_close(per_image[name], values)
         assert math.isclose(meter.compute()[name], values.mean().item(), rel_tol=1e-6)
+
+
+def test_psnr_u8_agrees_with_torchmetrics_and_counts_only_masked_pixels():
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 256, (3, 3, 8, 8), generator=g, dtype=torch.uint8)
+    recon = torch.randint(0, 256, (3, 3, 8, 8), generator=g, dtype=torch.uint8)
+    expected = peak_signal_noise_ratio(
+        recon.double(), target.double(), data_range=255.0, reduction="none", dim=(1, 2, 3)
+    )
+    torch.testing.assert_close(rec.psnr_u8(recon, target), expected)
+    mask = torch.zeros(3, 1, 8, 8, dtype=torch.bool)
+    mask[:, :, :5, :3] = True  # a 5 x 3 tile padded to 8 x 8: the padding must not count
+    padded = recon.clone()
+    padded[:, :, 5:] = 0
+    torch.testing.assert_close(
+        rec.psnr_u8(padded, target, mask), rec.psnr_u8(recon[..., :5, :3], target[..., :5, :3])
+    )
+    assert torch.isinf(rec.psnr_u8(target, target)).all()

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from generation.gpt import GPT
-from generation.hub import list_pretrained, resolve
 from tokenizers_vis import Tokenizer
 from tokenizers_vis.data.emoji import load_emoji
 from tokenizers_vis.data.transforms import to_tensor
@@ -17,8 +16,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_gpt_emoji_codes_test_emoji_at_its_cards_bits_per_token() -> None:
-    assert "gpt_emoji" in list_pretrained()
-    gpt = GPT.from_pretrained(resolve("gpt_emoji")).eval()
+    assert "gpt_emoji" in GPT.list_pretrained()
+    gpt = GPT.from_pretrained("gpt_emoji").eval()
     data = load_emoji(32)
     test = data["splits"] == "test"
     images = torch.stack([to_tensor(im) for im in data["images"][test]])  # (179 3 32 32)

@@ -6,6 +6,10 @@ overwrite=False)` renames by hard link, which fails if the destination appeared 
 existing file is never replaced. An exception at any point, KeyboardInterrupt included, removes
 the temporary file. `interruptible()` makes SIGTERM raise `Interrupted`, so `kill` unwinds the
 same way Ctrl-C does instead of ending the process mid-write.
+
+    atomic_write(path, data)                        # bytes
+    atomic_write_with(path, lambda tmp: img.save(tmp, format="PNG"))   # a writer taking a path
+    with AtomicFile(path) as f: f.write(...)        # a stream written piece by piece (shards)
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def temp_path(path: Path) -> Path:
@@ -50,6 +55,47 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
             f.write(data)
 
     return atomic_write_with(path, write)
+
+
+class AtomicFile:
+    """A binary file opened on a temporary name beside `path`, renamed over `path` by `commit`
+    (after flush and fsync: the data is on disk before the name appears) or removed by
+    `discard`. As a context manager it commits on success and discards on any exception, so a
+    stream written over many calls (a tar shard) is also seen whole or not at all.
+
+    Attributes:
+        path: the destination.
+        file: the open temporary file to write to.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._tmp = temp_path(self.path)
+        self.file: BinaryIO = open(self._tmp, "xb")  # noqa: SIM115  (closed by commit/discard)
+
+    def commit(self) -> Path:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        return self.path
+
+    def discard(self) -> None:
+        self.file.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> BinaryIO:
+        return self.file
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
 
 
 class OutputExistsError(FileExistsError):

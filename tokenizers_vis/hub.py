@@ -1,15 +1,32 @@
-"""Pretrained directories: `config.json` (format version, library version, the spec) +
-`model.safetensors`.
+"""Pretrained directories: `config.json` (format version, kind, library version, the spec) +
+`model.safetensors`, and `PretrainedMixin`, the one contract every saved model follows.
 
 Loading never unpickles and never builds a class named in a file: the config holds a spec of
-registered names, the weights are plain tensors, and loading is strict.
+registered names, the weights are plain tensors, and loading is strict. A name is resolved and
+its files checked once (`open_pretrained` -> `PretrainedDir`); what follows (loading, the codec's
+identity hash, files beside the model) takes that object, never the name again.
+
+    class GPT(PretrainedMixin, nn.Module):
+        pretrained_kind = "gpt"                       # the config.json key of the spec
+        shipped_dir = Path(__file__).parent / "pretrained"
+        def __init__(self, vocab_sizes: list[int], width: int = 256): ...
+    GPT([4096], width=128).config                     # {"vocab_sizes": [4096], "width": 128}
+    GPT.from_pretrained("gpt_emoji"); gpt.save_pretrained("out/")
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+import inspect
 import json
+import numbers
+import os
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -17,8 +34,8 @@ from torch import nn
 
 from tokenizers_vis.atomic import atomic_write, atomic_write_with
 
-# Any nn.Module whose constructor kwargs are its spec and which keeps them as `.config`: the
-# Tokenizer here, a GPT in `generation`. This module imports neither, so nothing circles.
+# Any nn.Module whose constructor kwargs are its spec and which keeps them as `.config` (a
+# `PretrainedMixin`): the Tokenizer, a GPT in `generation`. This module imports neither.
 M = TypeVar("M", bound=nn.Module)
 
 FORMAT_VERSION = 1
@@ -39,25 +56,120 @@ def library_version() -> str:
     return __version__
 
 
-def list_pretrained() -> list[str]:
-    """Names of the pretrained tokenizers shipped inside the package."""
-    if not SHIPPED_DIR.is_dir():
+def list_pretrained(shipped_dir: Path = SHIPPED_DIR) -> list[str]:
+    """Names of the pretrained models shipped in `shipped_dir` (default: the tokenizers)."""
+    if not shipped_dir.is_dir():
         return []
-    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / CONFIG_NAME).is_file())
+    return sorted(p.name for p in shipped_dir.iterdir() if (p / CONFIG_NAME).is_file())
 
 
-def resolve(name_or_dir: str | Path) -> Path:
-    """A local directory wins; otherwise a shipped model's name."""
+def resolve(name_or_dir: str | os.PathLike, shipped_dir: Path = SHIPPED_DIR) -> Path:
+    """A local directory wins; otherwise the name of a model shipped in `shipped_dir`.
+
+    Raises:
+        PretrainedError: neither, listing the shipped names (the one message for an unknown
+            name, whatever the kind of model).
+    """
     path = Path(name_or_dir).expanduser()
     if path.is_dir():
         return path
-    shipped = SHIPPED_DIR / str(name_or_dir)
-    if str(name_or_dir) in list_pretrained():
-        return shipped
-    known = ", ".join(list_pretrained()) or "(none)"
+    shipped = list_pretrained(shipped_dir)
+    if str(name_or_dir) in shipped:
+        return shipped_dir / str(name_or_dir)
     raise PretrainedError(
-        f"{name_or_dir!s} is neither a directory nor a shipped model; shipped: {known}"
+        f"{name_or_dir!s} is neither a directory nor a shipped model; "
+        f"shipped: {', '.join(shipped) or '(none)'}"
     )
+
+
+@dataclass(frozen=True)
+class PretrainedDir:
+    """A pretrained directory resolved once and checked: its `config.json` parsed and valid for
+    `kind`, both files regular files. Pass it down instead of the name, so nothing resolves or
+    reads the name again (loading, hashing its identity, finding files beside it).
+
+    Attributes:
+        path: the directory.
+        kind: the model kind its config holds ("tokenizer", "gpt").
+        config: the whole parsed `config.json`.
+    """
+
+    path: Path
+    kind: str
+    config: dict[str, Any]
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_NAME
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / WEIGHTS_NAME
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The model's constructor kwargs."""
+        return self.config[self.kind]
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Provenance saved beside the spec (e.g. a GPT's tokenizer), {} when none."""
+        extra = self.config.get("extra")
+        return extra if isinstance(extra, dict) else {}
+
+
+def check_regular_file(path: Path) -> None:
+    """Refuse a missing path and anything but a regular file (a FIFO or device would block
+    or never end when read)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise PretrainedError(f"{path} is missing") from None
+    except OSError as err:
+        raise PretrainedError(f"{path}: {err.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise PretrainedError(f"{path} is not a regular file")
+
+
+def _parse_config(path: Path, kind: str) -> dict[str, Any]:
+    """Parse and validate a `config.json` that holds a `kind` spec."""
+    check_regular_file(path)
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PretrainedError(f"{path} is not valid JSON: {err}") from err
+    version = config.get("format_version") if isinstance(config, dict) else None
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise PretrainedError(
+            f"{path}: format_version {version!r} is not supported "
+            f"(this vistok reads <= {FORMAT_VERSION})"
+        )
+    if not isinstance(config.get(kind), dict):
+        other = config.get("kind") or ("tokenizer" if "tokenizer" in config else None)
+        held = f" (it holds a {other!r} model)" if other and other != kind else ""
+        raise PretrainedError(f"{path} has no {kind!r} spec{held}: not a {kind} directory")
+    return config
+
+
+def open_pretrained(
+    source: str | os.PathLike | PretrainedDir,
+    kind: str = "tokenizer",
+    shipped_dir: Path = SHIPPED_DIR,
+) -> PretrainedDir:
+    """Resolve a name or directory once and check its files; a `PretrainedDir` passes through
+    (after checking it holds `kind`).
+
+    Raises:
+        PretrainedError: unknown name, missing or irregular file, bad config, naming the file.
+    """
+    if isinstance(source, PretrainedDir):
+        if source.kind != kind:
+            raise PretrainedError(f"{source.path} holds a {source.kind!r}, not a {kind!r} model")
+        return source
+    directory = resolve(source, shipped_dir)
+    config = _parse_config(directory / CONFIG_NAME, kind)
+    check_regular_file(directory / WEIGHTS_NAME)
+    return PretrainedDir(directory, kind, config)
 
 
 def save_pretrained(
@@ -83,26 +195,11 @@ def save_pretrained(
     return directory
 
 
-def read_config(directory: str | Path, kind: str = "tokenizer") -> dict[str, Any]:
-    """Parse and validate `config.json` of a pretrained directory."""
-    path = resolve(directory) / CONFIG_NAME
-    if not path.is_file():
-        raise PretrainedError(f"{path} is missing")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise PretrainedError(f"{path} is not valid JSON: {err}") from err
-    version = config.get("format_version") if isinstance(config, dict) else None
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise PretrainedError(
-            f"{path}: format_version {version!r} is not supported "
-            f"(this vistok reads <= {FORMAT_VERSION})"
-        )
-    if not isinstance(config.get(kind), dict):
-        other = config.get("kind") or ("tokenizer" if "tokenizer" in config else None)
-        held = f" (it holds a {other!r} model)" if other and other != kind else ""
-        raise PretrainedError(f"{path} has no {kind!r} spec{held}: not a {kind} directory")
-    return config
+def read_config(
+    name_or_dir: str | os.PathLike, kind: str = "tokenizer", shipped_dir: Path = SHIPPED_DIR
+) -> dict[str, Any]:
+    """Parse and validate `config.json` of a pretrained directory (or a shipped model's name)."""
+    return _parse_config(resolve(name_or_dir, shipped_dir) / CONFIG_NAME, kind)
 
 
 def read_weights_header(path: Path) -> dict[str, tuple[int, ...]]:
@@ -134,7 +231,7 @@ def check_spec_against_weights(
     header = read_weights_header(weights)
     try:
         with torch.device("meta"):
-            model = cls(**spec)
+            model = cls(**copy.deepcopy(spec))  # a constructor may change what it is given
     except (TypeError, KeyError, ValueError, RuntimeError) as err:
         raise PretrainedError(f"{config_path}: invalid spec: {err}") from err
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
@@ -162,24 +259,23 @@ def check_spec_against_weights(
 
 def load_pretrained(
     cls: type[M],
-    name_or_dir: str | Path,
+    source: str | os.PathLike | PretrainedDir,
     map_location: str | torch.device = "cpu",
     kind: str = "tokenizer",
+    shipped_dir: Path = SHIPPED_DIR,
 ) -> M:
-    """Check the spec against the weights' header, then build the tokenizer and load strictly.
+    """Check the spec against the weights' header, then build the model and load strictly;
+    returned in eval mode.
 
     Every failure is one `PretrainedError` naming the file at fault.
     """
-    directory = resolve(name_or_dir)
-    spec = read_config(directory, kind)[kind]
-    weights = directory / WEIGHTS_NAME
-    if not weights.is_file():
-        raise PretrainedError(f"{weights} is missing")
-    check_spec_against_weights(cls, spec, directory / CONFIG_NAME, weights)
+    found = open_pretrained(source, kind, shipped_dir)
+    weights = found.weights_path
+    check_spec_against_weights(cls, found.spec, found.config_path, weights)
     try:
-        model = cls(**spec)
+        model = cls(**copy.deepcopy(found.spec))
     except (TypeError, KeyError, ValueError) as err:
-        raise PretrainedError(f"{directory / CONFIG_NAME}: invalid spec: {err}") from err
+        raise PretrainedError(f"{found.config_path}: invalid spec: {err}") from err
     try:
         missing, unexpected = load_model(model, weights, strict=False, device=str(map_location))
     except Exception as err:  # shape mismatches, damaged tensor data (SafetensorError)
@@ -190,3 +286,102 @@ def load_pretrained(
             f"unexpected {sorted(unexpected)[:5]}"
         )
     return model.to(map_location).eval()
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON-shaped deep copy: mappings -> dicts, tuples -> lists, integers (numpy's too) ->
+    int, reals -> float, which is what `config.json` holds after a round trip; anything else is
+    deep-copied as it is (saving then refuses it, as JSON does)."""
+    if isinstance(value, bool | str | None):
+        return value
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return copy.deepcopy(value)
+
+
+def _capturing(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a constructor so that the outermost call records its bound arguments (defaults
+    filled in) as `self.config`: init args captured once, as diffusers' `register_to_config`."""
+    signature = inspect.signature(init)
+    params = list(signature.parameters.values())[1:]
+    if any(p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY) for p in params):
+        raise TypeError(f"{init.__qualname__}: a spec is keyword arguments; no *args")
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        outermost = _own_init(type(self)) is __init__
+        if outermost:  # captured before the body runs, which may change what it was given
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            spec = dict(bound.arguments)
+            del spec[next(iter(signature.parameters))]  # self
+            for p in params:
+                if p.kind is p.VAR_KEYWORD:
+                    spec.update(spec.pop(p.name))
+            config = _jsonable(spec)
+        init(self, *args, **kwargs)
+        if outermost:
+            self.config = config
+
+    return __init__
+
+
+def _own_init(cls: type) -> Callable[..., None]:
+    return next(k.__dict__["__init__"] for k in cls.__mro__ if "__init__" in k.__dict__)
+
+
+class PretrainedMixin:
+    """Saving and loading for a model whose constructor's keyword arguments are its spec.
+
+    A subclass's `__init__` is wrapped once, when the class is made: the arguments of the
+    outermost call (defaults filled in, JSON-shaped) become `self.config`, which `save_pretrained`
+    writes as `config.json[pretrained_kind]` and `from_pretrained` passes back to the
+    constructor. A subclass adding arguments gets them captured too; nothing copies kwargs by
+    hand.
+
+    Class attributes:
+        pretrained_kind: the kind a directory declares ("tokenizer", "gpt"); the key of the spec.
+        shipped_dir: where this kind's shipped models live (their names resolve there).
+    """
+
+    pretrained_kind: ClassVar[str]
+    shipped_dir: ClassVar[Path]
+    config: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _capturing(cls.__dict__["__init__"])
+
+    @classmethod
+    def list_pretrained(cls) -> list[str]:
+        """Names of this kind's shipped models."""
+        return list_pretrained(cls.shipped_dir)
+
+    @classmethod
+    def open_pretrained(cls, source: str | os.PathLike | PretrainedDir) -> PretrainedDir:
+        """Resolve a shipped name or a directory once and check its files (`open_pretrained`)."""
+        return open_pretrained(source, cls.pretrained_kind, cls.shipped_dir)
+
+    @classmethod
+    def from_pretrained(
+        cls: type[M],
+        source: str | os.PathLike | PretrainedDir,
+        map_location: str | torch.device = "cpu",
+    ) -> M:
+        """Build from a pretrained directory, a shipped name or a `PretrainedDir`, loading the
+        weights strictly; returned in eval mode. Raises PretrainedError naming the file."""
+        return load_pretrained(cls, source, map_location, cls.pretrained_kind, cls.shipped_dir)
+
+    def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write `model.safetensors` then `config.json`, each atomically; returns the directory.
+
+        `extra` holds provenance (e.g. `{"tokenizer": "emoji32", "global_step": 5000}`).
+        """
+        return save_pretrained(self, directory, extra, kind=self.pretrained_kind)

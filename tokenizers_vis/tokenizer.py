@@ -14,9 +14,8 @@ the components, so a spec cannot disagree with itself.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -24,9 +23,13 @@ from torch import Tensor, nn
 
 from tokenizers_vis import decoders, encoders, quantizers  # noqa: F401  (registration)
 from tokenizers_vis.decoders import DecoderOutput
-from tokenizers_vis.hub import load_pretrained, save_pretrained
+from tokenizers_vis.hub import SHIPPED_DIR, PretrainedMixin
 from tokenizers_vis.quantizers import QuantizerOutput
 from tokenizers_vis.registry import DECODERS, ENCODERS, QUANTIZERS, TOKEN_DROPS
+
+# The default prefix-keeping spec, read-only so a default is never shared mutable state; the
+# captured config holds a plain dict copy of it.
+NESTED_DROPOUT = MappingProxyType({"name": "nested_dropout"})
 
 
 def prefix_lengths(max_tokens: int) -> list[int]:
@@ -100,7 +103,7 @@ class TokenizerOutput:
         return dict(self.quantized.stats)
 
 
-class Tokenizer(nn.Module):
+class Tokenizer(PretrainedMixin, nn.Module):
     """A 1D variable-length image tokenizer assembled from registered components.
 
     Args:
@@ -110,7 +113,13 @@ class Tokenizer(nn.Module):
         quantizer: quantizer spec, e.g. `{"name": "fsq", "levels": [8, 8, 8, 8]}`.
         decoder: decoder spec, e.g. `{"name": "vit_1d", ...}`.
         token_drop: prefix-keeping spec: `{"name": "nested_dropout" | "tail_drop", ...}`.
+
+    The arguments, as given, are `self.config` (`PretrainedMixin`): the spec `save_pretrained`
+    writes and `from_pretrained` builds from.
     """
+
+    pretrained_kind = "tokenizer"
+    shipped_dir = SHIPPED_DIR
 
     def __init__(
         self,
@@ -119,20 +128,9 @@ class Tokenizer(nn.Module):
         encoder: dict[str, Any],
         quantizer: dict[str, Any],
         decoder: dict[str, Any],
-        token_drop: dict[str, Any] | None = None,
+        token_drop: dict[str, Any] = NESTED_DROPOUT,
     ) -> None:
         super().__init__()
-        token_drop = token_drop or {"name": "nested_dropout"}
-        self.config: dict[str, Any] = copy.deepcopy(
-            dict(
-                image_size=image_size,
-                max_tokens=max_tokens,
-                encoder=encoder,
-                quantizer=quantizer,
-                decoder=decoder,
-                token_drop=token_drop,
-            )
-        )
         self.image_size = image_size
         self.max_tokens = max_tokens
         self.quantizer = QUANTIZERS.build(quantizer)
@@ -271,13 +269,3 @@ class Tokenizer(nn.Module):
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
-
-    # Pretrained directories: config.json + model.safetensors (see hub.py).
-    def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        return save_pretrained(self, directory, extra)
-
-    @classmethod
-    def from_pretrained(
-        cls, name_or_dir: str | Path, map_location: str | torch.device = "cpu"
-    ) -> Tokenizer:
-        return load_pretrained(cls, name_or_dir, map_location)

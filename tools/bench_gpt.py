@@ -3,7 +3,7 @@
     .venv/bin/python tools/bench_gpt.py [--gpt-preset gpt_emoji] [--gpt-ks 64,256]
         [--gpt-batch 4] [--gpt-vocab 4096] [--gpt-cfg 2.0] [--device auto] [--out reports]
 
-The `gpt` section of `tools/bench.py` / `vistok bench` (`tokenizers_vis.benchmark.gpt`), kept
+The `gpt` section of `tools/bench.py` / `vistok bench` (`generation.bench`, an entry point), kept
 under its old name; any other `vistok bench` option works too.
 """
 

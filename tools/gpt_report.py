@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from generation.hub import load_pretrained, read_config
+from generation import GPT
 from generation.sampling import generate
 from tokenizers_vis import Tokenizer, Tokens
 from tokenizers_vis.atomic import atomic_write
@@ -54,8 +54,9 @@ def score(images: torch.Tensor, reference: str, seed: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     start = time.time()
-    gpt = load_pretrained(args.gpt).eval()
-    name = args.tokenizer or read_config(args.gpt).get("extra", {}).get("tokenizer", "emoji32")
+    found = GPT.open_pretrained(args.gpt)
+    gpt = GPT.from_pretrained(found).eval()
+    name = args.tokenizer or found.extra.get("tokenizer", "emoji32")
     tok = Tokenizer.from_pretrained(name).eval()
     K = gpt.max_tokens
     ks = [K // int(d) for d in args.divisors.split(",")]

@@ -35,7 +35,6 @@ from tqdm.auto import tqdm
 
 from generation.cli import Parser, UsageError
 from generation.gpt import GPT
-from generation.hub import read_config
 from generation.sampling import CFG_SCHEDULES, check_compatible, generate
 from tokenizers_vis import Tokenizer, Tokens
 from tokenizers_vis.atomic import atomic_write, atomic_write_with
@@ -65,11 +64,11 @@ def resolve_classes(gpt: GPT, names: list[str] | None) -> list[int]:
 
 def load_models(args: argparse.Namespace, device: torch.device) -> tuple[GPT, Tokenizer, str]:
     try:
-        config = read_config(args.gpt)
-        gpt = GPT.from_pretrained(args.gpt, map_location=device)
+        found = GPT.open_pretrained(args.gpt)
+        gpt = GPT.from_pretrained(found, map_location=device)
     except ValueError as err:  # PretrainedError
         raise UsageError(f"--gpt {args.gpt}: {err}") from None
-    name = args.tokenizer or config.get("extra", {}).get("tokenizer")
+    name = args.tokenizer or found.extra.get("tokenizer")
     if not name:
         raise UsageError(f"--gpt {args.gpt} does not record its tokenizer: give --tokenizer")
     try:

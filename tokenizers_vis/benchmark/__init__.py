@@ -11,13 +11,29 @@ torch version and threads:
 - tokenizers.py  encode / decode images/s, fraction of peak, peak memory; RF decoder vs steps
 - codec.py       .vtok files/s through `tokenizers_vis.codec`
 - training.py    Lightning (`TokenizerSystem` + `Trainer`) against a bare PyTorch loop
-- gpt.py         GPT tokens/s with and without the KV cache (imports `generation` when run)
 - inception.py   TF-Inception feature speed and its exact faster paths
 - memory.py      peak memory: fresh child processes on CPU, the CUDA allocator on GPU
 - report.py      JSON + Markdown, written atomically
+- sections.py    sections other packages add (`BenchSection` under the `vistok.bench_sections`
+                 entry points): `generation` adds `gpt`, GPT tokens/s with and without the KV cache
+
+The plug-in API (public): `BenchSection`, `CliOption`, `Context` (device, precision, repeats,
+`stamp`), `measure` (warm-up, then the median of timed calls), `count_flops`.
 """
 
-from tokenizers_vis.benchmark.common import count_flops
-from tokenizers_vis.benchmark.runner import SECTIONS, BenchConfig, run
+from tokenizers_vis.benchmark.common import Context, count_flops, measure
+from tokenizers_vis.benchmark.runner import SECTIONS, BenchConfig, run, section_names
+from tokenizers_vis.benchmark.sections import ENTRY_POINT_GROUP, BenchSection, CliOption
 
-__all__ = ["SECTIONS", "BenchConfig", "count_flops", "run"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "SECTIONS",
+    "BenchConfig",
+    "BenchSection",
+    "CliOption",
+    "Context",
+    "count_flops",
+    "measure",
+    "run",
+    "section_names",
+]

@@ -64,10 +64,6 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("lightning_images_per_s", "Lightning images/s"), ("bare_images_per_s", "bare images/s"),
         ("ratio", "ratio"), ("meets_goal", ">= 0.95"),
     ],
-    "gpt": [
-        ("preset", "preset"), ("K", "K"), ("kv_cache", "KV cache"), ("batch", "batch"),
-        ("tokens_per_s", "tokens/s"),
-    ],
     "inception": [
         ("path", "path"), ("layout", "layout"), ("grad_mode", "grad mode"), ("batch", "batch"),
         ("threads", "threads"), ("images_per_s", "images/s"), ("speedup", "speed-up"),
@@ -79,7 +75,7 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
 TITLES = {
     "peak": "Matmul peak", "tokenizers": "Tokenizers", "rf": "Rectified-flow decoder steps",
     "codec": "Codec files", "training": "Training: Lightning vs bare PyTorch",
-    "gpt": "GPT sampling", "inception": "TF-Inception features",
+    "inception": "TF-Inception features",
 }  # fmt: skip
 
 
@@ -102,16 +98,12 @@ def _notes(name: str, section: dict[str, Any]) -> list[str]:
         fit = section["fit"]
         fixed, per_step = fit["fixed_seconds_per_image"], fit["seconds_per_step_per_image"]
         notes.append(f"Per image: {fixed:.4g} s + {per_step:.4g} s per step (least squares).")
-    if name == "gpt" and section.get("kv_cache_speedup"):
-        speedups = ", ".join(f"{v:.1f}x at K = {k}" for k, v in section["kv_cache_speedup"].items())
-        notes.append(f"KV cache speed-up: {speedups} (goal {section['goal']['speedup']}x at "
-                     f"K = {section['goal']['K']}).")  # fmt: skip
     if name == "inception" and section.get("records"):
         gflop, layout = section["gflop_per_image"], section["library_default_layout"]
         speedup = section["library_default_speedup"]
         notes.append(f"{gflop:.2f} GFLOP per image (counted). Library default layout: {layout}, "
                      f"{speedup:.2f}x the previous default path.")  # fmt: skip
-    return notes
+    return notes + [str(n) for n in section.get("notes", [])]  # a plug-in section's own
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -120,8 +112,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"- {k}: {_fmt(v)}" for k, v in meta.items() if k not in ("command", "config")]
     lines += [f"- command: `{meta['command']}`", ""]
     for name, section in report["sections"].items():
-        lines += [f"## {TITLES.get(name, name)}", ""]
-        lines += table(_pct(section.get("records", [])), COLUMNS.get(name, []))
+        # Built-in sections are described here; an installed one carries its title and columns.
+        lines += [f"## {TITLES.get(name) or section.get('title') or name}", ""]
+        columns = COLUMNS.get(name) or [tuple(c) for c in section.get("columns", [])]
+        lines += table(_pct(section.get("records", [])), columns)
         notes = _notes(name, section)
         lines += ([""] + notes if notes else []) + [""]
     return "\n".join(lines)

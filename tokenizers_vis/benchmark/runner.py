@@ -1,5 +1,8 @@
 """What a benchmark run measures (`BenchConfig`, full and `--quick`) and the run itself: every
-selected section on every device, one report per device."""
+selected section on every device, one report per device.
+
+The built-in sections are `SECTIONS`; installed packages add theirs through the
+`vistok.bench_sections` entry points (`sections.py`), after the built-in ones."""
 
 from __future__ import annotations
 
@@ -17,9 +20,10 @@ import torch
 
 from tokenizers_vis.benchmark.common import Context, device_name, environment, slug
 from tokenizers_vis.benchmark.report import write_report
+from tokenizers_vis.benchmark.sections import load_section, plugin_names
 from tokenizers_vis.precision import pick_device, resolve_precision
 
-SECTIONS = ("peak", "tokenizers", "rf", "codec", "training", "gpt", "inception")
+SECTIONS = ("peak", "tokenizers", "rf", "codec", "training", "inception")  # built in
 NEEDS_PEAK = {"peak", "tokenizers", "rf", "inception"}  # report fractions of the peak
 TINY_RF = {"decoder": {"name": "rectified_flow", "patch_size": 4, "width": 32, "depth": 1,
                        "num_heads": 2}}  # fmt: skip
@@ -34,7 +38,7 @@ class BenchConfig:
     `warmup` untimed calls, then the median of `repeats`.
     """
 
-    sections: tuple[str, ...] = SECTIONS
+    sections: tuple[str, ...] | None = None  # None: every section, built-in and installed
     devices: str = "auto"  # "auto": the CPU, and the GPU too when CUDA is available
     precision: str = "auto"
     threads: int | None = None
@@ -59,16 +63,14 @@ class BenchConfig:
     train_steps: int = 8
     train_warmup: int = 2
     train_data: str = "emoji"
-    gpt_preset: str = "gpt_emoji"
-    gpt_ks: tuple[int, ...] = (64, 256)
-    gpt_batch: int = 4
-    gpt_vocab: int = 4096
-    gpt_cfg: float | None = 2.0
     inception_images: int = 32
     inception_batch: int = 32  # the evaluation's default batch size
     inception_batches: tuple[int, ...] = (8, 16)
     inception_grad_modes: tuple[str, ...] = ("no_grad", "inference_mode")
     inception_threads: tuple[int, ...] = ()
+    # Options of sections added through entry points: {section: {option: value}}, over the
+    # section's own defaults (and its quick-run changes).
+    section_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def quick_config(cls, **changes: Any) -> BenchConfig:
@@ -78,15 +80,19 @@ class BenchConfig:
             decode_steps=(2,), rf_model="tiny_cpu_fsq", rf_overrides=TINY_RF, rf_steps=(1, 2),
             rf_batch=2, codec_model="tiny_cpu_fsq", codec_files=4, train_model="tiny_cpu_fsq",
             train_batch=4, train_steps=2, train_warmup=1, train_data="synthetic",
-            gpt_preset="gpt_tiny", gpt_ks=(8, 16), gpt_batch=2, gpt_vocab=64,
             inception_images=1, inception_batch=1, inception_batches=(),
             inception_grad_modes=("no_grad",),
         )  # fmt: skip
         return dataclasses.replace(quick, **changes)
 
 
+def section_names() -> tuple[str, ...]:
+    """Every section `vistok bench` knows: the built-in ones, then the installed ones."""
+    return SECTIONS + plugin_names(SECTIONS)
+
+
 def section_runners(cfg: BenchConfig) -> dict[str, Callable[[Context], dict[str, Any]]]:
-    """Each section's call (imported when it runs: training needs Lightning, gpt generation)."""
+    """Each built-in section's call (imported when it runs: training needs Lightning)."""
 
     def peak(ctx: Context) -> dict[str, Any]:
         from tokenizers_vis.benchmark.peak import run_peak
@@ -114,11 +120,6 @@ def section_runners(cfg: BenchConfig) -> dict[str, Callable[[Context], dict[str,
         return run_training(ctx, cfg.train_model, cfg.train_batch, cfg.train_steps,
                             cfg.train_warmup, cfg.train_data)  # fmt: skip
 
-    def gpt(ctx: Context) -> dict[str, Any]:
-        from tokenizers_vis.benchmark.gpt import run_gpt
-
-        return run_gpt(ctx, cfg.gpt_preset, cfg.gpt_ks, cfg.gpt_batch, cfg.gpt_vocab, cfg.gpt_cfg)
-
     def inception(ctx: Context) -> dict[str, Any]:
         from tokenizers_vis.benchmark.inception import run_inception
 
@@ -127,7 +128,17 @@ def section_runners(cfg: BenchConfig) -> dict[str, Callable[[Context], dict[str,
                              cfg.inception_threads)  # fmt: skip
 
     return {"peak": peak, "tokenizers": tokenizers, "rf": rf, "codec": codec,
-            "training": training, "gpt": gpt, "inception": inception}  # fmt: skip
+            "training": training, "inception": inception}  # fmt: skip
+
+
+def run_plugin(cfg: BenchConfig, name: str, ctx: Context) -> dict[str, Any]:
+    """An installed section, imported when it runs; its title, table columns and the options
+    it ran with go into the report."""
+    section = load_section(name)
+    options = section.resolved_options(cfg.quick, cfg.section_options.get(name, {}))
+    result = section.run(ctx, options)
+    return {"title": section.title, "columns": [list(c) for c in section.columns],
+            "options": options, **result}  # fmt: skip
 
 
 def peak_size(cfg: BenchConfig, device: torch.device) -> int:
@@ -147,17 +158,19 @@ def _log(message: str) -> None:
 
 def run_device(cfg: BenchConfig, device: torch.device, command: str) -> dict[str, Any]:
     """Every selected section on `device`; a failing section is recorded, the others still run."""
-    unknown = sorted(set(cfg.sections) - set(SECTIONS))
+    known = section_names()
+    selected = known if cfg.sections is None else cfg.sections
+    unknown = sorted(set(selected) - set(known))
     if unknown:
-        raise ValueError(f"unknown sections {unknown}; known: {', '.join(SECTIONS)}")
+        raise ValueError(f"unknown sections {unknown}; known: {', '.join(known)}")
     choice = resolve_precision(cfg.precision, device)
     ctx = Context(device, choice, cfg.warmup, cfg.repeats, peak={})
-    if cfg.memory and device.type == "cpu" and "tokenizers" in cfg.sections:
+    if cfg.memory and device.type == "cpu" and "tokenizers" in selected:
         from tokenizers_vis.benchmark.memory import start_server
 
         start_server()  # its imports overlap with the first sections
-    needs_peak = bool(NEEDS_PEAK & set(cfg.sections))
-    wanted = [s for s in SECTIONS if s in cfg.sections or (s == "peak" and needs_peak)]
+    needs_peak = bool(NEEDS_PEAK & set(selected))
+    wanted = [s for s in known if s in selected or (s == "peak" and needs_peak)]
     runners = section_runners(cfg)
     started, results = time.perf_counter(), {}
     started_at = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -165,7 +178,10 @@ def run_device(cfg: BenchConfig, device: torch.device, command: str) -> dict[str
         t0 = time.perf_counter()
         _log(f"{device}: {name} ...")
         try:
-            results[name] = runners[name](ctx)
+            if name in runners:
+                results[name] = runners[name](ctx)
+            else:
+                results[name] = run_plugin(cfg, name, ctx)
         except Exception as err:  # one broken section must not lose an hour of the others
             results[name] = {"records": [], "error": f"{type(err).__name__}: {err}",
                              "traceback": traceback.format_exc()}  # fmt: skip

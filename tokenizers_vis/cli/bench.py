@@ -6,8 +6,10 @@
 
 Sections: peak (matmul FLOP/s, FLOP counter check), tokenizers (encode / decode images/s,
 fraction of peak, peak memory), rf (rectified-flow decoder time vs steps), codec (.vtok
-files/s), training (Lightning vs a bare PyTorch loop), gpt (tokens/s with and without the KV
-cache), inception (TF-Inception feature speed and its exact faster paths). The matmul peak is
+files/s), training (Lightning vs a bare PyTorch loop), inception (TF-Inception feature speed and
+its exact faster paths), and the sections installed packages add under the
+`vistok.bench_sections` entry points (generation: gpt, tokens/s with and without the KV
+cache; their options below). The matmul peak is
 measured whenever a section reports fractions of it. `--device auto` runs on the CPU and, when
 CUDA is available, on the GPU too, writing one report per device. Speed depends on whatever
 else the machine runs: benchmark an otherwise idle machine.
@@ -50,12 +52,12 @@ def _steps(text: str) -> tuple[int, ...]:
 
 
 def _sections(text: str) -> tuple[str, ...]:
-    from tokenizers_vis.benchmark.runner import SECTIONS
+    from tokenizers_vis.benchmark.runner import section_names
 
     names = tuple(t.strip() for t in text.split(",") if t.strip())
-    unknown = sorted(set(names) - set(SECTIONS))
+    unknown = sorted(set(names) - set(section_names()))
     if unknown or not names:
-        known = ", ".join(SECTIONS)
+        known = ", ".join(section_names())
         raise argparse.ArgumentTypeError(f"unknown sections {unknown}; known: {known}")
     return names
 
@@ -76,11 +78,6 @@ OPTIONS = [
     ("--train-batch", "train_batch", positive, "training batch size"),
     ("--train-steps", "train_steps", positive, "timed training steps"),
     ("--train-warmup", "train_warmup", int, "untimed training steps first"),
-    ("--gpt-preset", "gpt_preset", str, "GPT preset for `gpt` (default gpt_emoji)"),
-    ("--gpt-ks", "gpt_ks", _steps, "sequence lengths K (default 64,256)"),
-    ("--gpt-batch", "gpt_batch", positive, "sequences per GPT batch"),
-    ("--gpt-vocab", "gpt_vocab", positive, "GPT vocabulary size"),
-    ("--gpt-cfg", "gpt_cfg", float, "guidance scale; 0 for none"),
     ("--inception-images", "inception_images", positive, "images per Inception timing"),
     ("--inception-batch", "inception_batch", positive, "Inception batch of the reference path"),
     ("--inception-batches", "inception_batches", _steps, "other Inception batch sizes to try"),
@@ -108,7 +105,35 @@ def parser() -> ArgumentParser:
     p.add_argument("--no-memory", action="store_true", help="skip peak-memory measurements")
     for flag, _, kind, help_ in OPTIONS:
         p.add_argument(flag, type=kind, help=help_)
+    for section in _installed_sections():
+        for opt in section.cli_options:
+            p.add_argument(opt.flag, type=opt.type, dest=f"{section.name}.{opt.key}", help=opt.help)
     return p
+
+
+def _installed_sections() -> list:
+    """The installed sections whose options the parser offers (one that fails to import is
+    left out here and reported as failed when it runs)."""
+    from tokenizers_vis.benchmark.runner import SECTIONS
+    from tokenizers_vis.benchmark.sections import load_section, plugin_names
+
+    found = []
+    for name in plugin_names(SECTIONS):
+        try:
+            found.append(load_section(name))
+        except Exception:  # the run records why, as that section's failure
+            continue
+    return found
+
+
+def _section_options(args: argparse.Namespace) -> dict[str, dict]:
+    """{section: {option: value}} of the installed sections' flags that were given."""
+    out: dict[str, dict] = {}
+    for dest, value in vars(args).items():
+        section, dot, key = dest.partition(".")
+        if dot and value is not None:
+            out.setdefault(section, {})[key] = value
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     changes |= {f: getattr(args, f) for _, f, _, _ in OPTIONS if getattr(args, f) is not None}
     if args.sections:
         changes["sections"] = args.sections
-    if changes.get("gpt_cfg") == 0:
-        changes["gpt_cfg"] = None
+    changes["section_options"] = _section_options(args)
     if args.models:
         default = args.batches or (1, 64)
         changes["models"] = tuple((name, sizes or default) for name, sizes in args.models)

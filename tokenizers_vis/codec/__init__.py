@@ -11,6 +11,9 @@ docs/token-format.md).
 
 Entropy coding (payload codings 1 and 2): any `EntropyModel` (next-token probabilities for a
 prefix) range codes the ids; a static per-position table ships here, the GPT in `generation`.
+A package adding a kind implements `EntropyModel` (coding `CODING_MODEL` or `CODING_STATIC`,
+an identity of `MODEL_ID_BYTES` bytes: `files_identity` of its files, or `module_digest` of an
+unsaved module) and registers a loader under the `vistok.entropy_models` entry points.
 
     c = codec.Codec.from_pretrained("emoji32", entropy="static")  # its entropy_static.* files
     c = codec.Codec.from_pretrained("emoji32", entropy="runs/gpt/export")  # kind from config.json
@@ -20,6 +23,7 @@ from tokenizers_vis.codec.api import Codec, Encoded, EncodeOptions
 from tokenizers_vis.codec.bitpack import bit_width, bit_widths, pack, packed_bytes, unpack
 from tokenizers_vis.codec.container import Container, is_container
 from tokenizers_vis.codec.entropy import (
+    MODEL_ID_BYTES,
     EntropyModel,
     EntropyModelLoadError,
     entropy_kinds,
@@ -30,6 +34,8 @@ from tokenizers_vis.codec.entropy_coding import EntropyParams
 from tokenizers_vis.codec.errors import EntropyMismatchError, EntropyModelError
 from tokenizers_vis.codec.files import Failure, Summary, decode_files, encode_files
 from tokenizers_vis.codec.format import (
+    CODING_MODEL,
+    CODING_STATIC,
     FORMAT_VERSION,
     CorruptedError,
     Header,
@@ -43,13 +49,16 @@ from tokenizers_vis.codec.format import (
     loads,
     read_header,
 )
-from tokenizers_vis.codec.identity import directory_identity, model_identity
+from tokenizers_vis.codec.identity import directory_identity, model_identity, module_digest
 from tokenizers_vis.codec.layout import LAYOUTS, coded_size
 from tokenizers_vis.codec.static_table import StaticTable
 
 __all__ = [
+    "CODING_MODEL",
+    "CODING_STATIC",
     "FORMAT_VERSION",
     "LAYOUTS",
+    "MODEL_ID_BYTES",
     "Codec",
     "Container",
     "CorruptedError",
@@ -83,6 +92,7 @@ __all__ = [
     "load_entropy_model",
     "loads",
     "model_identity",
+    "module_digest",
     "pack",
     "packed_bytes",
     "read_header",

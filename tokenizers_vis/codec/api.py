@@ -45,7 +45,7 @@ from tokenizers_vis.codec.layout import (
 )
 from tokenizers_vis.codec.search import smallest_lengths
 from tokenizers_vis.data.transforms import load_rgb, to_tensor, to_uint8
-from tokenizers_vis.hub import resolve
+from tokenizers_vis.hub import PretrainedDir
 from tokenizers_vis.precision import autocast, pick_device, resolve_precision
 from tokenizers_vis.refine import refine_tokens
 from tokenizers_vis.tokenizer import Tokenizer, Tokens
@@ -147,25 +147,29 @@ class Codec:
     @classmethod
     def from_pretrained(
         cls,
-        name_or_dir: str | os.PathLike,
+        name_or_dir: str | os.PathLike | PretrainedDir,
         entropy: EntropyModel | str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> Codec:
-        """A codec for a pretrained directory or shipped model name.
+        """A codec for a pretrained directory, a shipped model name or a `PretrainedDir`.
+
+        The name is resolved and its files checked once; the tokenizer, its identity (hashed
+        only after the weights loaded strictly) and its static table all come from that one
+        directory.
 
         Args:
             entropy: an EntropyModel, a path `load_entropy_model` reads, or "static" for the
                 table in the tokenizer's directory (`vistok entropy fit` writes it).
             **kwargs: as `Codec`.
         """
-        directory = resolve(name_or_dir)
+        found = Tokenizer.open_pretrained(name_or_dir)
+        tokenizer = Tokenizer.from_pretrained(found)
+        identity = directory_identity(found)
         if isinstance(entropy, str) and entropy == "static":
-            entropy = static_table.load(directory)
+            entropy = static_table.load(found.path)
         elif entropy is not None and not isinstance(entropy, EntropyModel):
             entropy = load_entropy_model(entropy)
-        identity = directory_identity(directory)
-        tokenizer = Tokenizer.from_pretrained(directory)
-        return cls(tokenizer, identity, entropy=entropy, directory=directory, **kwargs)
+        return cls(tokenizer, identity, entropy=entropy, directory=found.path, **kwargs)
 
     def set_entropy(self, model: EntropyModel | None) -> None:
         """Range code what this codec writes with `model` (None: bit-packed files).

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from tokenizers_vis.atomic import temp_path
-from tokenizers_vis.codec.format import TruncatedError, VtokError, _Reader, _varint
+from tokenizers_vis.codec.format import TruncatedError, VtokError, _Reader, encode_varint
 
 __all__ = ["CONTAINER_MAGIC", "Container", "is_container"]
 
@@ -124,7 +124,7 @@ class Container:
         if self.mode == "r":
             raise ValueError("container opened read-only")
         raw = name.encode("utf-8")
-        body = _varint(len(raw)) + raw + data
+        body = encode_varint(len(raw)) + raw + data
         if len(body) >= 1 << 32:
             raise ValueError("a record must be under 4 GiB")
         self._file.seek(self._end)

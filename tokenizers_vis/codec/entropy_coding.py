@@ -36,7 +36,7 @@ from tokenizers_vis.codec import bitpack
 from tokenizers_vis.codec import format as fmt
 from tokenizers_vis.codec.entropy import MODEL_ID_BYTES, EntropyModel
 from tokenizers_vis.codec.errors import CorruptedError, EntropyMismatchError, EntropyModelError
-from tokenizers_vis.codec.format import _varint
+from tokenizers_vis.codec.format import encode_varint, read_varint
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -55,16 +55,14 @@ DEFAULT_GROUP = 64  # tiles per batch: enough to keep a GPT busy, a small KV cac
 _WHAT = {fmt.CODING_STATIC: "a static table", fmt.CODING_MODEL: "an autoregressive model"}
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = 0
-    for shift in range(0, 35, 7):
-        if pos >= len(data):
-            break
-        byte, pos = data[pos], pos + 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-    raise CorruptedError("corrupted header: the entropy coding params end inside a varint")
+def _params_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A varint of the coding params (their length is known: ending early is corruption)."""
+    try:
+        return read_varint(data, pos, "the entropy coding params")
+    except fmt.TruncatedError:
+        raise CorruptedError(
+            "corrupted header: the entropy coding params end inside a varint"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,7 @@ class EntropyParams:
     def to_bytes(self) -> bytes:
         cond = 0 if self.condition is None else self.condition + 1
         crc = self.ids_crc.to_bytes(4, "little")
-        return self.model_id + crc + _varint(self.group) + _varint(cond)
+        return self.model_id + crc + encode_varint(self.group) + encode_varint(cond)
 
     @classmethod
     def parse(cls, data: bytes) -> EntropyParams:
@@ -95,8 +93,8 @@ class EntropyParams:
             raise CorruptedError(f"corrupted header: {len(data)} bytes of entropy coding params")
         model_id, pos = data[:MODEL_ID_BYTES], MODEL_ID_BYTES + 4
         crc = int.from_bytes(data[MODEL_ID_BYTES:pos], "little")
-        group, pos = _read_varint(data, pos)
-        cond, pos = _read_varint(data, pos)
+        group, pos = _params_varint(data, pos)
+        cond, pos = _params_varint(data, pos)
         if pos != len(data) or group < 1:
             raise CorruptedError("corrupted header: impossible entropy coding params")
         return cls(model_id, crc, group, None if cond == 0 else cond - 1)

@@ -179,7 +179,12 @@ class TokenFile:
     ids: np.ndarray
 
 
-def _varint(value: int) -> bytes:
+# Every varint field fits in 35 bits: 5 bytes at most.
+VARINT_MAX_BYTES = 5
+
+
+def encode_varint(value: int) -> bytes:
+    """An unsigned LEB128 varint: 7 bits a byte, least significant first, high bit = more."""
     if value < 0:
         raise ValueError("varints are unsigned")
     out = bytearray()
@@ -188,6 +193,24 @@ def _varint(value: int) -> bytes:
         out.append(byte | (0x80 if value else 0))
         if not value:
             return bytes(out)
+
+
+def read_varint(data: bytes | memoryview, pos: int, what: str) -> tuple[int, int]:
+    """The varint at `data[pos:]` (at most `VARINT_MAX_BYTES` bytes): (value, position after it).
+
+    Raises:
+        TruncatedError: the data ends inside it.
+        CorruptedError: it runs longer than `VARINT_MAX_BYTES` bytes.
+    """
+    value = 0
+    for shift in range(0, 7 * VARINT_MAX_BYTES, 7):
+        if pos >= len(data):
+            raise TruncatedError(f"truncated: the file ends inside the header ({what})")
+        byte, pos = data[pos], pos + 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+    raise CorruptedError(f"corrupted header: {what} is not a valid varint")
 
 
 class _Reader:
@@ -207,13 +230,8 @@ class _Reader:
         return self.take(1, what)[0]
 
     def varint(self, what: str) -> int:
-        value = 0
-        for shift in range(0, 35, 7):  # 5 bytes: every field fits in 35 bits
-            byte = self.u8(what)
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-        raise CorruptedError(f"corrupted header: {what} is not a valid varint")
+        value, self.pos = read_varint(self.data, self.pos, what)
+        return value
 
 
 def _lengths_block(lengths: Sequence[int], max_tokens: int) -> bytes:
@@ -226,14 +244,14 @@ def encode_header(header: Header) -> bytes:
     """The header's bytes (everything before the payload)."""
     (w, h), (cw, ch) = header.size, header.coded_size
     parts = [MAGIC, bytes([header.version, header.coding])]
-    parts += [_varint(len(header.coding_params)), header.coding_params]
-    parts += [bytes([header.layout]), header.tokenizer_id, _varint(w), _varint(h)]
+    parts += [encode_varint(len(header.coding_params)), header.coding_params]
+    parts += [bytes([header.layout]), header.tokenizer_id, encode_varint(w), encode_varint(h)]
     if header.layout == LAYOUT_RESAMPLED:
-        parts += [_varint(cw), _varint(ch)]
-    parts += [_varint(header.tile_size), _varint(header.max_tokens)]
-    parts += [_varint(len(header.vocab_sizes)), *map(_varint, header.vocab_sizes)]
+        parts += [encode_varint(cw), encode_varint(ch)]
+    parts += [encode_varint(header.tile_size), encode_varint(header.max_tokens)]
+    parts += [encode_varint(len(header.vocab_sizes)), *map(encode_varint, header.vocab_sizes)]
     k = header.uniform_k
-    parts.append(_varint(k or 0))
+    parts.append(encode_varint(k or 0))
     if k is None:
         parts.append(_lengths_block(header.lengths, header.max_tokens))
     return b"".join(parts)

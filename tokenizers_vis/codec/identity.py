@@ -10,6 +10,10 @@ files' sizes and modification times: a re-exported model gets a new identity). A
 the weights or the config, even to its metadata, changes the identity: decoding is refused
 rather than silently producing another model's images.
 
+The files are hashed only after the checks loading makes of them (`Tokenizer.open_pretrained`:
+the config parses and holds a tokenizer spec, both are regular files), and a `PretrainedDir`
+already checked is taken as it is: a name is resolved once per use, never again here.
+
 A tokenizer that only lives in memory (never saved) gets a hash of its spec and tensors
 instead; files it writes decode only with those same weights.
 """
@@ -25,7 +29,7 @@ from pathlib import Path
 import torch
 
 from tokenizers_vis.codec.format import ID_BYTES
-from tokenizers_vis.hub import CONFIG_NAME, WEIGHTS_NAME, PretrainedError, list_pretrained, resolve
+from tokenizers_vis.hub import PretrainedDir, PretrainedError
 from tokenizers_vis.tokenizer import Tokenizer
 
 __all__ = ["directory_identity", "model_identity", "shipped_identities"]
@@ -44,14 +48,19 @@ def sha256_files(paths: tuple[str, ...], stamps: tuple[tuple[int, int], ...]) ->
     return digest.digest()
 
 
-def directory_identity(name_or_dir: str | os.PathLike) -> bytes:
-    """8-byte identity of a pretrained directory (or a shipped model's name)."""
-    directory = resolve(name_or_dir)
-    paths = tuple(str(directory / name) for name in (CONFIG_NAME, WEIGHTS_NAME))
+def directory_identity(source: str | os.PathLike | PretrainedDir) -> bytes:
+    """8-byte identity of a pretrained tokenizer directory, a shipped model's name, or a
+    `PretrainedDir` from `Tokenizer.open_pretrained` (not resolved or checked again).
+
+    Raises:
+        PretrainedError: the name or files fail the checks loading makes.
+    """
+    found = Tokenizer.open_pretrained(source)
+    paths = (str(found.config_path), str(found.weights_path))
     try:
         stamps = tuple((os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths)
-    except OSError as err:
-        raise PretrainedError(f"{directory}: {err.strerror}: {err.filename}") from None
+    except OSError as err:  # removed since it was checked
+        raise PretrainedError(f"{found.path}: {err.strerror}: {err.filename}") from None
     return sha256_files(paths, stamps)[:ID_BYTES]
 
 
@@ -75,7 +84,7 @@ def model_identity(tokenizer: Tokenizer) -> bytes:
 def shipped_identities() -> dict[bytes, str]:
     """{identity: name} of the models shipped inside the package."""
     out = {}
-    for name in list_pretrained():
+    for name in Tokenizer.list_pretrained():
         try:
             out[directory_identity(name)] = name
         except PretrainedError:
@@ -86,4 +95,4 @@ def shipped_identities() -> dict[bytes, str]:
 def find_shipped(identity: bytes) -> Path | None:
     """The shipped model directory with this identity, if there is one."""
     name = shipped_identities().get(identity)
-    return None if name is None else resolve(name)
+    return None if name is None else Tokenizer.shipped_dir / name

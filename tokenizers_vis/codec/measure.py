@@ -18,18 +18,20 @@ import time
 
 import numpy as np
 import torch
+from einops import rearrange
 from PIL import Image
 
 from tokenizers_vis.codec.api import Codec, EncodeOptions
 from tokenizers_vis.codec.format import read_header
 from tokenizers_vis.data.photos import photo_sources
 from tokenizers_vis.data.transforms import load_rgb
+from tokenizers_vis.metrics.reconstruction import psnr_u8
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+    """PSNR in dB of two uint8 images (h, w, 3)."""
+    a, b = (rearrange(torch.from_numpy(np.asarray(x)), "h w c -> 1 c h w") for x in (a, b))
+    return float(psnr_u8(a, b)[0])
 
 
 def emoji_speed(codec: Codec, count: int) -> list[str]:

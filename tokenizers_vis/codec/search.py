@@ -21,6 +21,8 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from tokenizers_vis.metrics.reconstruction import psnr_u8
+
 __all__ = ["smallest_lengths", "tile_psnr"]
 
 
@@ -39,10 +41,7 @@ def tile_psnr(recon: Tensor, target: Tensor, extents: Tensor) -> Tensor:
     rows = pos[None, :] < extents[:, :1].to(recon.device)  # (b S)
     cols = pos[None, :] < extents[:, 1:].to(recon.device)  # (b S)
     mask = rearrange(rows, "b h -> b 1 h 1") & rearrange(cols, "b w -> b 1 1 w")  # (b 1 S S)
-    diff = (recon.double() - target.double()).square() * mask  # (b 3 S S)
-    count = 3 * extents[:, 0].double() * extents[:, 1].double()  # (b)
-    mse = diff.sum(dim=(1, 2, 3)) / count.to(diff.device)  # (b)
-    return 10 * torch.log10(255.0**2 / mse)
+    return psnr_u8(recon, target, mask)
 
 
 def smallest_lengths(

@@ -28,8 +28,9 @@ the 26 regional-indicator letters, and the unknown-flag fallback).
 Split: a hash of the *base* sequence (skin-tone modifiers and FE0F removed), so every
 skin-tone variant of an emoji falls in the same split: 90 % train, 5 % val, 5 % test.
 
-The rendered set is cached as `emoji_{size}.npz` in `cache_dir`, `$VISTOK_CACHE`, or
-`~/.cache/vistok` (written to a temp file, then renamed) and rebuilt when the font changes.
+The rendered set is cached as `emoji_{size}.npz` in `cache_dir`, default the vistok cache
+(`tokenizers_vis.cache`: `$VISTOK_CACHE_DIR`, `$VISTOK_CACHE` or `~/.cache/vistok`), written
+atomically, and rebuilt when the font changes.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tokenizers_vis.atomic import AtomicFile
+from tokenizers_vis.cache import cache_dir as vistok_cache
 from tokenizers_vis.data.transforms import (
     WorkerGenerator,
     random_crop_flip,
@@ -283,8 +286,8 @@ def _file_digest(path: Path) -> str:
 
 
 def default_cache_dir() -> Path:
-    """`$VISTOK_CACHE`, else `~/.cache/vistok`."""
-    return Path(os.environ.get("VISTOK_CACHE") or Path.home() / ".cache" / "vistok")
+    """The vistok cache directory (`tokenizers_vis.cache.cache_dir`)."""
+    return vistok_cache()
 
 
 def load_emoji(
@@ -312,10 +315,8 @@ def load_emoji(
                 return {k: z[k] for k in z.files if k != "key"}
     data = _build(size, font_path, test_path)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:  # a file object stops numpy from appending ".npz"
+    with AtomicFile(cache) as fh:  # a file object also stops numpy from appending ".npz"
         np.savez(fh, key=np.array(key), **data)
-    os.replace(tmp, cache)  # atomic: readers see the old cache or the new one, never half
     return data
 
 

@@ -5,8 +5,9 @@ Layout written by `pack_dataset(dataset, out_dir, split)`:
                                        ASCII), {key}.json (source, name, split, original size)
     {out_dir}/{split}.json             class names, image size, per-shard counts, skip counts
 
-Every shard is written as `*.tar.tmp` and renamed when complete, so a crash or Ctrl-C leaves
-no partial `.tar` for a glob to pick up. A bad input sample is skipped and counted; the pack
+Every shard is written to a hidden temporary file and renamed when complete
+(`tokenizers_vis.atomic.AtomicFile`), so a crash or Ctrl-C leaves no partial `.tar` for a glob
+to pick up. A bad input sample is skipped and counted; the pack
 carries on.
 
 `ShardDataset` reads shards back as `(image (3, s, s) float in [-1, 1], label)`. Training
@@ -35,6 +36,7 @@ import webdataset as wds
 from PIL import Image
 from tqdm import tqdm
 
+from tokenizers_vis.atomic import AtomicFile, atomic_write
 from tokenizers_vis.data.transforms import (
     BadImageError,
     WorkerGenerator,
@@ -91,30 +93,24 @@ class _AtomicShards:
     def __init__(self, out_dir: Path, prefix: str, maxcount: int):
         self.out_dir, self.prefix, self.maxcount = out_dir, prefix, maxcount
         self.done: dict[str, int] = {}
-        self._file, self._tar, self._tmp, self._count = None, None, None, 0
+        self._out: AtomicFile | None = None
+        self._tar, self._count = None, 0
 
     def write(self, sample: dict) -> None:
         if self._tar is None or self._count >= self.maxcount:
             self._finish()
-            name = f"{self.prefix}-{len(self.done):06d}.tar"
-            self._tmp = self.out_dir / f"{name}.tmp"
-            self._file = open(self._tmp, "wb")
+            self._out = AtomicFile(self.out_dir / f"{self.prefix}-{len(self.done):06d}.tar")
             # mtime fixed so packing the same data twice gives byte-identical shards.
-            self._tar, self._count = wds.TarWriter(self._file, encoder=False, mtime=0.0), 0
+            self._tar, self._count = wds.TarWriter(self._out.file, encoder=False, mtime=0.0), 0
         self._tar.write(sample)
         self._count += 1
 
     def _finish(self) -> None:
         if self._tar is None:
             return
-        self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        final = self._tmp.with_suffix("")  # drop ".tmp"
-        os.replace(self._tmp, final)
-        self.done[final.name] = self._count
-        self._tar = self._file = self._tmp = None
+        self._tar.close()  # ends the tar stream; the file stays open for the commit
+        self.done[self._out.commit().name] = self._count
+        self._tar = self._out = None
 
     def close(self, ok: bool) -> None:
         """Finish the last shard, or (after an error) delete the half-written one."""
@@ -125,9 +121,8 @@ class _AtomicShards:
                 self._tar.close()  # finishes the tar stream in the temp file we then delete
             except OSError:
                 pass  # e.g. the disk is full: the temp file goes anyway
-            self._file.close()
-            self._tmp.unlink(missing_ok=True)
-            self._tar = self._file = self._tmp = None
+            self._out.discard()
+            self._tar = self._out = None
 
 
 def _prepare_out_dir(out_dir: Path, split: str, overwrite: bool) -> None:
@@ -138,7 +133,8 @@ def _prepare_out_dir(out_dir: Path, split: str, overwrite: bool) -> None:
             f"{out_dir} already holds {len(old)} {split} shards; "
             "use --overwrite (overwrite=True) to replace them"
         )
-    for path in [*old, *out_dir.glob(f"{split}-*.tar.tmp"), out_dir / f"{split}.json"]:
+    stale = [*out_dir.glob(f"{split}-*.tar.tmp"), *out_dir.glob(f".{split}-*.tar.*.tmp")]
+    for path in [*old, *stale, out_dir / f"{split}.json"]:
         path.unlink(missing_ok=True)  # stale temps are leftovers of a killed pack
 
 
@@ -213,9 +209,7 @@ def pack_dataset(
         "skipped": dict(summary.skipped),
         "class_names": list(getattr(dataset, "class_names", [])),
     }
-    tmp = out_dir / f".{split}.json.tmp"
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    os.replace(tmp, out_dir / f"{split}.json")
+    atomic_write(out_dir / f"{split}.json", (json.dumps(info, indent=1) + "\n").encode())
     return summary
 
 

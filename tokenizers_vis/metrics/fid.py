@@ -36,8 +36,9 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from tokenizers_vis.atomic import atomic_write_with
+from tokenizers_vis.cache import cache_dir as vistok_cache
 from tokenizers_vis.data.transforms import to_uint8
-from tokenizers_vis.layers.inception import vistok_cache_dir
 
 __all__ = [
     "extract_features",
@@ -136,7 +137,7 @@ def reference_features(
             (pass a DataLoader or a generator, not a list built eagerly).
         extractor: the feature extractor; its id is part of the key.
         dataset, split, image_size, num_images: describe the split (dataset may be a spec dict).
-        cache_dir: default ``vistok_cache_dir() / "fid_reference"``.
+        cache_dir: default ``tokenizers_vis.cache.cache_dir("fid_reference")``.
         device, progress: as for :func:`extract_features`.
 
     Returns:
@@ -147,7 +148,7 @@ def reference_features(
     """
     key = reference_key(extractor, dataset, split, image_size, num_images)
     key_json = json.dumps(key, sort_keys=True)
-    root = Path(cache_dir) if cache_dir is not None else vistok_cache_dir() / "fid_reference"
+    root = Path(cache_dir) if cache_dir is not None else vistok_cache("fid_reference")
     path = root / f"{hashlib.sha256(key_json.encode()).hexdigest()[:24]}.safetensors"
     if path.is_file():
         with safe_open(str(path), framework="pt") as f:
@@ -157,9 +158,8 @@ def reference_features(
     if features.shape[0] != num_images:
         raise ValueError(f"{split}: got {features.shape[0]} images, the key says {num_images}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({"features": features.contiguous()}, str(tmp), metadata={"key": key_json})
-    os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
+    tensors, metadata = {"features": features.contiguous()}, {"key": key_json}
+    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return features
 
 

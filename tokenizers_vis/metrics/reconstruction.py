@@ -15,7 +15,9 @@ so the score stays on SSIM's scale: 256 px -> 5 scales/11 px (the standard), 128
 64 -> 4/7, 32 -> 3/7 (sigma ~0.95), 16 -> 2/7, 8 -> 1/7 (plain SSIM).
 
 All metrics take images in [-1, 1], map them to [0, 1] and clamp (decoders may overshoot; what a
-viewer sees is the clamped image), and use a data range of 1.
+viewer sees is the clamped image), and use a data range of 1. `psnr_u8` is the same PSNR on
+8-bit images as a file holds them (the codec's adaptive length and its measurements use it),
+optionally over a mask of valid pixels.
 """
 
 from __future__ import annotations
@@ -46,7 +48,30 @@ def psnr(recon: Tensor, target: Tensor) -> Tensor:
         (b,) float32.
     """
     mse = reduce((to_unit(recon) - to_unit(target)) ** 2, "b c h w -> b", "mean")
-    return 10 * torch.log10(1 / mse)
+    return psnr_from_mse(mse, 1.0)
+
+
+def psnr_from_mse(mse: Tensor, data_range: float) -> Tensor:
+    """10 log10(range^2 / mse) dB: the one PSNR formula (``inf`` where mse is 0)."""
+    return 10 * torch.log10(data_range**2 / mse)
+
+
+def psnr_u8(recon: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """PSNR in dB per image of 8-bit images, computed in float64.
+
+    Args:
+        recon, target: (b, c, h, w) uint8.
+        mask: (b, 1, h, w) bool, the pixels that count (e.g. a tile's real pixels, edge padding
+            excluded); None: all.
+
+    Returns:
+        (b,) float64, ``inf`` for identical images.
+    """
+    diff = (recon.double() - target.double()).square()  # (b c h w)
+    if mask is None:
+        return psnr_from_mse(diff.mean(dim=(1, 2, 3)), 255.0)
+    count = recon.shape[1] * mask.sum(dim=(1, 2, 3)).double()  # (b,) values that count
+    return psnr_from_mse((diff * mask).sum(dim=(1, 2, 3)) / count, 255.0)
 
 
 def _gaussian_window(sigma: float, channels: int, like: Tensor) -> Tensor:

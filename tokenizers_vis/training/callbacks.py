@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch import Tensor
 
+from tokenizers_vis.atomic import atomic_write, atomic_write_with
 from tokenizers_vis.data.transforms import to_uint8
 from tokenizers_vis.metrics.usage import CodebookUsage as UsageMeter
 
@@ -36,10 +37,8 @@ def save_grid(images: Tensor, ncol: int, path: Path) -> Path:
 
     grid = make_grid(to_uint8(images.float().cpu()), nrow=ncol, padding=2, pad_value=255)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    image = Image.fromarray(grid.permute(1, 2, 0).numpy())
+    return atomic_write_with(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -176,10 +175,7 @@ def save_usage(stats: dict[str, Any], step: int, path: Path) -> Path:
 
     record = {"step": step, **{name: plain(value) for name, value in stats.items()}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, (json.dumps(record) + "\n").encode())
 
 
 def warmup_decay(decay: float, num_averaged: int) -> float:
