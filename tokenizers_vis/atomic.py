@@ -19,6 +19,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tokenizers_vis.errors import VistokError
+
 
 def temp_path(path: Path) -> Path:
     """A unique hidden name beside `path` (same folder, so the final rename is atomic)."""
@@ -52,7 +54,7 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
     return atomic_write_with(path, write)
 
 
-class OutputExistsError(FileExistsError):
+class OutputExistsError(FileExistsError, VistokError):
     """The destination exists and overwriting was not asked for."""
 
 

@@ -4,11 +4,7 @@
 from __future__ import annotations
 
 from tokenizers_vis.cli.common import ArgumentParser
-
-
-class UsageError(Exception):
-    """A mistake in the command line or its inputs: one line on stderr, exit status 2."""
-
+from tokenizers_vis.errors import UsageError  # noqa: F401 (the commands' error, re-exported)
 
 # The one `vistok` parser: usage mistakes give one line on stderr and status 2.
 Parser = ArgumentParser

@@ -13,11 +13,12 @@ import json
 from pathlib import Path
 
 from tokenizers_vis.atomic import atomic_write
+from tokenizers_vis.errors import VistokError
 
 SIDE_BY_SIDE_KS = (1, 2, 4, 8)
 
 
-class DemoError(Exception):
+class DemoError(VistokError):
     """A demo section cannot run with what the user gave it (reported in one line, exit 2)."""
 
 

@@ -3,6 +3,8 @@ command lists beside the file's name."""
 
 from __future__ import annotations
 
+from tokenizers_vis.errors import VistokError
+
 __all__ = [
     "CorruptedError",
     "EntropyMismatchError",
@@ -15,7 +17,7 @@ __all__ = [
 ]
 
 
-class VtokError(ValueError):
+class VtokError(VistokError):
     """A .vtok file cannot be read; `str(err)` is a one-line reason."""
 
 

@@ -22,11 +22,9 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
+from tokenizers_vis.errors import UsageError
+
 __all__ = ["Job", "UsageError", "image_extensions", "image_failure_reason", "plan", "safe_name"]
-
-
-class UsageError(ValueError):
-    """A mistake in how the command was called (exit status 2)."""
 
 
 @dataclass(frozen=True)

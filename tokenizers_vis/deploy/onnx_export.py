@@ -38,6 +38,7 @@ from tokenizers_vis.deploy.onnx_runtime import (
     NUM_TOKENS,
     OnnxTokenizer,
 )
+from tokenizers_vis.errors import VistokError
 from tokenizers_vis.tokenizer import Tokenizer, Tokens, prefix_lengths
 
 DEFAULT_OPSET = 18
@@ -50,7 +51,7 @@ CHECK_TOLERANCE = 1e-3
 MIN_ID_AGREEMENT = 0.99  # a latent a hair from a rounding edge may flip one id; a bug flips most
 
 
-class OnnxExportError(ValueError):
+class OnnxExportError(VistokError):
     """The tokenizer cannot be exported, or its exported graphs disagree with PyTorch."""
 
 

@@ -19,10 +19,11 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from tokenizers_vis.errors import VistokError
 from tokenizers_vis.precision import PRECISIONS, lightning_precision
 
 
-class SetupError(Exception):
+class SetupError(VistokError):
     """A run could not be set up from its configuration: the user's mistake, not a bug."""
 
 
