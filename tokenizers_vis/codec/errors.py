@@ -10,11 +10,17 @@ __all__ = [
     "EntropyMismatchError",
     "EntropyModelError",
     "NotVtokError",
+    "OptionsError",
     "TruncatedError",
     "UnsupportedError",
     "VtokError",
     "WrongTokenizerError",
 ]
+
+
+class OptionsError(VistokError):
+    """Encoding options (k, layout, scale, entropy class) or an entropy model that this tokenizer
+    cannot honour; nothing was encoded."""
 
 
 class VtokError(VistokError):

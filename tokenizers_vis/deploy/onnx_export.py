@@ -55,6 +55,10 @@ class OnnxExportError(VistokError):
     """The tokenizer cannot be exported, or its exported graphs disagree with PyTorch."""
 
 
+class OnnxMissingError(ImportError, VistokError):
+    """ONNX export needs the optional `onnx` / `onnxscript` packages, which are not installed."""
+
+
 def export_onnx(
     tokenizer: Tokenizer | str | Path,
     out_dir: str | Path,
@@ -165,7 +169,7 @@ def _export_graphs(model: Tokenizer, directory: Path, opset: int) -> None:
                 )
             program.save(directory / name)
         except ImportError as err:
-            raise ImportError(
+            raise OnnxMissingError(
                 f"ONNX export needs onnx and onnxscript: pip install 'vistok[onnx]' ({err})"
             ) from err
         except Exception as err:  # the exporter's own error types vary across torch versions

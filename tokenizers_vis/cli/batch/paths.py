@@ -24,7 +24,7 @@ from PIL import Image
 
 from tokenizers_vis.errors import UsageError
 
-__all__ = ["Job", "UsageError", "image_extensions", "image_failure_reason", "plan", "safe_name"]
+__all__ = ["Job", "expand", "image_extensions", "image_failure_reason", "plan", "safe_name"]
 
 
 @dataclass(frozen=True)
