@@ -29,7 +29,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
-from tokenizers_vis.atomic import atomic_write, atomic_write_with
+from tokenizers_vis.atomic import OutputExistsError, atomic_write, atomic_write_with
 from tokenizers_vis.data import shard_urls
 
 FORMAT = "vistok-tokens/1"
@@ -73,7 +73,7 @@ class TokenShardWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         old = sorted(self.out_dir.glob(f"{split}-*.tar"))
         if old and not overwrite:
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{self.out_dir} already holds {len(old)} {split} shards; use --overwrite"
             )
         for path in [*old, self.out_dir / f"{split}.json"]:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
+from tokenizers_vis.errors import VistokError
+
 if TYPE_CHECKING:
     from generation.gpt import GPT
     from tokenizers_vis import Tokenizer
@@ -148,15 +150,19 @@ def _twice(x: Tensor, guided: bool) -> Tensor:
     return torch.cat([x, x]) if guided else x
 
 
+class IncompatibleModelsError(VistokError):
+    """A GPT and a tokenizer that do not model the same ids (vocabularies, K)."""
+
+
 def check_compatible(gpt: GPT, tokenizer: Tokenizer) -> None:
-    """Raise ValueError unless the GPT models this tokenizer's ids (vocabularies and K)."""
+    """Raise IncompatibleModelsError unless the GPT models this tokenizer's ids (vocabs, K)."""
     if tuple(gpt.vocab_sizes) != tuple(tokenizer.vocab_sizes):
-        raise ValueError(
+        raise IncompatibleModelsError(
             f"the GPT models vocab_sizes {tuple(gpt.vocab_sizes)}, the tokenizer has "
             f"{tuple(tokenizer.vocab_sizes)}"
         )
     if gpt.max_tokens > tokenizer.max_tokens:
-        raise ValueError(
+        raise IncompatibleModelsError(
             f"the GPT generates up to {gpt.max_tokens} tokens, the tokenizer decodes at most "
             f"{tokenizer.max_tokens}"
         )

@@ -130,7 +130,7 @@ def test_existing_outputs_are_kept_unless_overwrite(tiny, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--tokens", "0"], "--tokens: must be in 1..inf"),
+        (["--tokens", "0"], "--tokens: must be >= 1"),
         (["--tokens", "9"], "tokens must be in 1..8"),
         (["--tokens", "2", "--target-psnr", "20"], "not allowed with argument"),
         (["--scale", "2"], "--scale: must be in"),

@@ -217,7 +217,7 @@ def test_rectified_flow_decoder_is_refused(tmp_path: Path, capsys: pytest.Captur
         (["--onnx", "{existing}", "--model", "{model}"], "pass --overwrite"),
         (["--onnx", "{out}"], "--onnx needs --model"),
         (["{model}", "--onnx", "{out}", "--model", "{model}"], "not a checkpoint"),
-        (["--onnx", "{out}", "--model", "{model}", "--opset", "0"], "positive integer"),
+        (["--onnx", "{out}", "--model", "{model}", "--opset", "0"], "must be >= 1"),
         (["--onnx", "{out}", "--model", "{model}", "--opset", "17"], "opset must be >= 18"),
         (["--onnx", "{existing}/keep.txt", "--model", "{model}"], "is not a directory"),
         (["{model}", "{out}", "--overwrite"], "go with --onnx"),

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from tokenizers_vis.errors import VistokError
+
 
 def temp_path(path: Path) -> Path:
     """A unique hidden name beside `path` (same folder, so the final rename is atomic)."""
@@ -98,7 +100,7 @@ class AtomicFile:
             self.discard()
 
 
-class OutputExistsError(FileExistsError):
+class OutputExistsError(FileExistsError, VistokError):
     """The destination exists and overwriting was not asked for."""
 
 

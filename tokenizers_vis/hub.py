@@ -33,6 +33,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from tokenizers_vis.atomic import atomic_write, atomic_write_with
+from tokenizers_vis.errors import VistokError
 
 # Any nn.Module whose constructor kwargs are its spec and which keeps them as `.config` (a
 # `PretrainedMixin`): the Tokenizer, a GPT in `generation`. This module imports neither.
@@ -46,7 +47,7 @@ SHIPPED_DIR = Path(__file__).parent / "pretrained"
 _SLACK_BYTES = 256 * 2**20
 
 
-class PretrainedError(ValueError):
+class PretrainedError(VistokError):
     """A pretrained directory is missing, incomplete or from an incompatible format."""
 
 

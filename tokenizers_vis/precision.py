@@ -24,9 +24,15 @@ from typing import Literal
 
 import torch
 
+from tokenizers_vis.errors import VistokError
+
 Precision = Literal["auto", "bf16", "fp32"]
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
 _NATIVE_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+class DeviceError(VistokError):
+    """A device or precision name this machine cannot give (`--device`, `--precision`)."""
 
 
 def cpu_flags() -> set[str]:
@@ -86,7 +92,7 @@ class PrecisionChoice:
 def resolve_precision(precision: str, device: torch.device | str) -> PrecisionChoice:
     """Turn "auto" / "bf16" / "fp32" into a dtype for `device`, with the reason."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise DeviceError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = torch.device(device)
     if precision == "fp32":
         return PrecisionChoice(torch.float32, "fp32 asked for")
@@ -140,13 +146,13 @@ def lightning_precision(precision: str, accelerator: str) -> tuple[str, str]:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N"; ValueError otherwise."""
+    """"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N"; DeviceError otherwise."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError as err:  # "Expected one of cpu, cuda, ... device type"
-        raise ValueError(f"device {name!r}: {err}") from None
+        raise DeviceError(f"device {name!r}: {err}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: CUDA is not available here")
+        raise DeviceError(f"device {name!r}: CUDA is not available here")
     return device

@@ -13,18 +13,18 @@ in bf16 where the hardware runs it natively and in fp32 elsewhere. Resume with `
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-import torch
 from lightning.pytorch.cli import LightningArgumentParser
 
 from generation.data import TokenDataModule
 from generation.gpt import GPT
 from generation.system import GPTSystem
+from tokenizers_vis.cli.common import ArgumentParser, run
+from tokenizers_vis.errors import UsageError
 from tokenizers_vis.training.cli import VistokCLI, run_cli
-from tokenizers_vis.training.export import submodule_state
+from tokenizers_vis.training.export import CheckpointError, read_checkpoint, submodule_state
 
 
 class GPTCLI(VistokCLI):
@@ -43,19 +43,16 @@ def export(ckpt: str | Path, out_dir: str | Path, weights: str = "ema") -> Path:
         out_dir: destination directory.
         weights: "ema" (averaged weights, when the run used EMA) or "raw" (the optimizer's).
     """
-    try:  # weights_only: a checkpoint is data; nothing in it gets to run code here
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as err:  # unreadable / foreign / malicious files are the user's to fix
-        raise ValueError(f"{ckpt} is not a readable Lightning checkpoint ({err!s:.200})") from err
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("gpt_spec"), dict):
-        raise ValueError(f"{ckpt} has no GPT spec; is it a `vistok gpt fit` checkpoint?")
+    checkpoint = read_checkpoint(ckpt)
+    if not isinstance(checkpoint.get("gpt_spec"), dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{ckpt} has no GPT spec; is it a `vistok gpt fit` checkpoint?")
     has_ema = "current_model_state" in checkpoint
     state = checkpoint["current_model_state" if weights == "raw" and has_ema else "state_dict"]
     model = GPT(**checkpoint["gpt_spec"])
     try:
         model.load_state_dict(submodule_state(state, prefix="gpt."), strict=True)
     except RuntimeError as err:
-        raise ValueError(f"{ckpt}: weights do not match its GPT spec ({err!s:.300})") from err
+        raise CheckpointError(f"{ckpt}: weights do not match its GPT spec ({err!s:.300})") from err
     extra = {
         "source_checkpoint": Path(ckpt).name,
         "global_step": checkpoint.get("global_step"),
@@ -67,7 +64,7 @@ def export(ckpt: str | Path, out_dir: str | Path, weights: str = "ema") -> Path:
 
 
 def export_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="vistok gpt export", description="a GPT training checkpoint -> a pretrained directory"
     )
     parser.add_argument("ckpt", type=Path, help="Lightning checkpoint (.ckpt)")
@@ -75,22 +72,20 @@ def export_main(argv: list[str]) -> int:
     parser.add_argument("--weights", choices=["ema", "raw"], default="ema")
     args = parser.parse_args(argv)
     if not args.ckpt.is_file():
-        print(f"vistok gpt export: error: {args.ckpt} is not a file", file=sys.stderr)
-        return 2
-    try:
-        out = export(args.ckpt, args.out_dir, args.weights)
-    except (ValueError, KeyError, OSError) as err:
-        print(f"vistok gpt export: error: {err}", file=sys.stderr)
-        return 2
+        raise UsageError(f"{args.ckpt} is not a file")
+    out = export(args.ckpt, args.out_dir, args.weights)  # CheckpointError: one line from `run`
     print(f"wrote {out}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `vistok gpt ...`; returns the exit status (2 for user mistakes)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "export":
-        return export_main(argv[1:])
-    return run_cli(GPTCLI, GPTSystem, TokenDataModule, argv, "vistok gpt")
+        return run(lambda: export_main(argv[1:]), "vistok gpt export", writes=True)
+    return run(
+        lambda: run_cli(GPTCLI, GPTSystem, TokenDataModule, argv, "vistok gpt"), "vistok gpt"
+    )
 
 
 if __name__ == "__main__":

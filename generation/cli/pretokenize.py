@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,11 +25,16 @@ from torch import Tensor
 from torch.utils.data import IterableDataset
 from tqdm.auto import tqdm
 
-from generation.cli import Parser, UsageError
 from generation.data import TokenShardWriter
 from tokenizers_vis import Tokenizer
+from tokenizers_vis.cli.common import ArgumentParser, non_negative, positive, run
 from tokenizers_vis.data import build_dataset
+from tokenizers_vis.data.errors import DataError
+from tokenizers_vis.errors import UsageError
+from tokenizers_vis.hub import PretrainedError
 from tokenizers_vis.precision import PRECISIONS, autocast, pick_device
+
+PROG = "vistok pretokenize"
 
 
 def random_crop(x: Tensor, scale: float, generator: torch.Generator) -> Tensor:
@@ -92,7 +96,7 @@ def _stack(chunk: list[tuple[int, Tensor, int]]) -> tuple[list[int], Tensor, Ten
 def pretokenize_split(tok: Tokenizer, args: argparse.Namespace, split: str, device) -> dict:
     try:
         dataset = build_dataset(args.data, split, tok.image_size)
-    except (ValueError, KeyError, FileNotFoundError) as err:
+    except DataError as err:
         raise UsageError(f"--data {args.data} split {split!r}: {err}") from None
     class_names = list(getattr(dataset, "class_names", []) or [])
     augment = split == "train"
@@ -109,12 +113,9 @@ def pretokenize_split(tok: Tokenizer, args: argparse.Namespace, split: str, devi
         "crop_scale": args.crop_scale if crops else None,
         "seed": args.seed,
     }
-    try:
-        writer = TokenShardWriter(
-            args.out, split, tok.vocab_sizes, args.shard_size, args.overwrite, info
-        )
-    except FileExistsError as err:
-        raise UsageError(str(err)) from None
+    writer = TokenShardWriter(  # OutputExistsError: shards there and no --overwrite
+        args.out, split, tok.vocab_sizes, args.shard_size, args.overwrite, info
+    )
     total = None if isinstance(dataset, IterableDataset) else len(dataset)
     total = min(total, args.num_images) if total and args.num_images else total
     generator = torch.Generator().manual_seed(args.seed)
@@ -134,8 +135,8 @@ def pretokenize_split(tok: Tokenizer, args: argparse.Namespace, split: str, devi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(
-        prog="vistok pretokenize",
+    p = ArgumentParser(
+        prog=PROG,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -144,11 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     p.add_argument("--splits", default="train,val", help="comma-separated (default train,val)")
     p.add_argument("--flip", action="store_true", help="train: add the mirrored image")
-    p.add_argument("--crops", type=int, default=0, help="train: add N random crops per image")
+    p.add_argument(
+        "--crops", type=non_negative, default=0, help="train: add N random crops per image"
+    )
     p.add_argument("--crop-scale", type=float, default=0.8, help="smallest crop area fraction")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--shard-size", type=int, default=5000, help="samples per shard")
-    p.add_argument("--num-images", type=int, help="at most N images per split (default all)")
+    p.add_argument("--batch-size", type=positive, default=64)
+    p.add_argument("--shard-size", type=positive, default=5000, help="samples per shard")
+    p.add_argument("--num-images", type=positive, help="at most N images per split (default all)")
     p.add_argument("--seed", type=int, default=0, help="seeds the order and the crops")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--precision", default="auto", choices=list(PRECISIONS))
@@ -167,22 +170,23 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("--splits is empty")
 
 
-def main(argv: list[str] | None = None) -> int:
+def pretokenize(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    check_args(args)
+    device = pick_device(args.device)  # DeviceError names the device
     try:
-        check_args(args)
-        try:
-            device = pick_device(args.device)
-            tok = Tokenizer.from_pretrained(args.model, map_location=device)
-        except ValueError as err:  # includes PretrainedError
-            raise UsageError(f"--model {args.model}: {err}") from None
-        for split in args.splits:
-            info = pretokenize_split(tok, args, split, device)
-            print(f"{split}: {info['count']} samples in {len(info['shards'])} shards -> {args.out}")
-    except UsageError as err:
-        print(f"vistok pretokenize: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        tok = Tokenizer.from_pretrained(args.model, map_location=device)
+    except PretrainedError as err:
+        raise UsageError(f"--model {args.model}: {err}") from None
+    for split in args.splits:
+        info = pretokenize_split(tok, args, split, device)
+        print(f"{split}: {info['count']} samples in {len(info['shards'])} shards -> {args.out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `vistok pretokenize`; returns the exit status."""
+    return run(lambda: pretokenize(argv), PROG, writes=True)
 
 
 if __name__ == "__main__":

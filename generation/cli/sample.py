@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,43 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from generation.cli import Parser, UsageError
 from generation.gpt import GPT
-from generation.sampling import CFG_SCHEDULES, check_compatible, generate
+from generation.sampling import CFG_SCHEDULES, IncompatibleModelsError, check_compatible, generate
 from tokenizers_vis import Tokenizer, Tokens
 from tokenizers_vis.atomic import atomic_write, atomic_write_with
+from tokenizers_vis.cli.common import ArgumentParser, non_negative, positive, run
 from tokenizers_vis.data import to_uint8
+from tokenizers_vis.errors import UsageError
+from tokenizers_vis.hub import PretrainedError
 from tokenizers_vis.precision import PRECISIONS, autocast, pick_device
+
+PROG = "vistok sample"
+
+
+@dataclass
+class SampleSettings:
+    """What to sample and where to write it: the command's options, one field each (see the
+    module docstring); `write_samples` takes them as keywords."""
+
+    gpt: Path
+    out: Path
+    tokenizer: str | None = None
+    classes: list[str] | None = None
+    num_tokens: int | None = None
+    cfg: float | None = None
+    cfg_schedule: str = "constant"
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    n: int = 8
+    batch_size: int = 64
+    grid_cols: int = 8
+    seed: int = 0
+    no_cache: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+    overwrite: bool = False
+    quiet: bool = False
 
 
 def resolve_classes(gpt: GPT, names: list[str] | None) -> list[int]:
@@ -62,11 +92,11 @@ def resolve_classes(gpt: GPT, names: list[str] | None) -> list[int]:
     return labels
 
 
-def load_models(args: argparse.Namespace, device: torch.device) -> tuple[GPT, Tokenizer, str]:
+def load_models(args: SampleSettings, device: torch.device) -> tuple[GPT, Tokenizer, str]:
     try:
         found = GPT.open_pretrained(args.gpt)
         gpt = GPT.from_pretrained(found, map_location=device)
-    except ValueError as err:  # PretrainedError
+    except PretrainedError as err:
         raise UsageError(f"--gpt {args.gpt}: {err}") from None
     name = args.tokenizer or found.extra.get("tokenizer")
     if not name:
@@ -74,13 +104,13 @@ def load_models(args: argparse.Namespace, device: torch.device) -> tuple[GPT, To
     try:
         tok = Tokenizer.from_pretrained(name, map_location=device)
         check_compatible(gpt, tok)
-    except ValueError as err:
+    except (PretrainedError, IncompatibleModelsError) as err:
         raise UsageError(f"--tokenizer {name}: {err}") from None
     return gpt, tok, str(name)
 
 
 def sample_all(
-    gpt: GPT, tok: Tokenizer, labels: list[int], args: argparse.Namespace, device: torch.device
+    gpt: GPT, tok: Tokenizer, labels: list[int], args: SampleSettings, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(images (n 3 h w) uint8 on the CPU, ids (n k g)) in batches of --batch-size."""
     generator = torch.Generator(device).manual_seed(args.seed)
@@ -154,23 +184,25 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(
-        prog="vistok sample",
+    p = ArgumentParser(
+        prog=PROG,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--gpt", type=Path, required=True, help="pretrained GPT directory")
     p.add_argument("--tokenizer", help="tokenizer directory or name (default: the GPT's)")
     p.add_argument("--class", dest="classes", action="append", help="class name, id or null")
-    p.add_argument("--num-tokens", type=int, help="tokens per image, 1..K (default K)")
+    p.add_argument("--num-tokens", type=positive, help="tokens per image, 1..K (default K)")
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale (default none)")
     p.add_argument("--cfg-schedule", default="constant", choices=list(CFG_SCHEDULES))
     p.add_argument("--temperature", type=float, default=1.0, help="0 takes the argmax")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k likeliest ids (0: all)")
+    p.add_argument(
+        "--top-k", type=non_negative, default=0, help="keep the k likeliest ids (0: all)"
+    )
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (1: all)")
-    p.add_argument("--n", type=int, default=8, help="samples per class (default 8)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--grid-cols", type=int, default=8, help="samples per grid row")
+    p.add_argument("--n", type=positive, default=8, help="samples per class (default 8)")
+    p.add_argument("--batch-size", type=positive, default=64)
+    p.add_argument("--grid-cols", type=positive, default=8, help="samples per grid row")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cache", action="store_true", help="recompute the prefix every step")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
@@ -181,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_args(args: argparse.Namespace, gpt: GPT) -> None:
+def check_args(args: SampleSettings, gpt: GPT) -> None:
     k = args.num_tokens
     if k is not None and not 1 <= k <= gpt.max_tokens:
         raise UsageError(f"--num-tokens must be in 1..{gpt.max_tokens}, got {k}")
@@ -191,39 +223,54 @@ def check_args(args: argparse.Namespace, gpt: GPT) -> None:
         raise UsageError("--top-p must be in (0, 1] and --temperature >= 0")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def write_samples(gpt: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:
+    """Sample a GPT and write OUT (images, grid.png, samples.npz, samples.json): what `vistok
+    sample` runs, callable from Python (the `vistok demo` finds it through this command's entry
+    point). `options` are `SampleSettings` fields.
+
+    Returns:
+        The contents of samples.json (settings, tokenizer name, every sample's class).
+
+    Raises:
+        VistokError: a user error (a GPT or tokenizer that cannot be loaded or do not match, a
+            setting out of range, OUT holding samples without overwrite=True, out of memory).
+    """
+    args = SampleSettings(gpt=Path(gpt), out=Path(out), **options)
+    device = pick_device(args.device)  # DeviceError names the device
+    gpt_model, tok, tok_name = load_models(args, device)
+    check_args(args, gpt_model)
+    classes = resolve_classes(gpt_model, args.classes)
+    prepare_out(args.out, args.overwrite)
+    labels = [c for c in classes for _ in range(args.n)]
     try:
-        try:
-            device = pick_device(args.device)
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-        gpt, tok, tok_name = load_models(args, device)
-        check_args(args, gpt)
-        classes = resolve_classes(gpt, args.classes)
-        prepare_out(args.out, args.overwrite)
-        labels = [c for c in classes for _ in range(args.n)]
-        images, ids = sample_all(gpt, tok, labels, args, device)
-        names = [*gpt.class_names, "null"] if gpt.class_names else None
-        meta = {
-            "gpt": str(args.gpt),
-            "tokenizer": tok_name,
-            "num_tokens": ids.shape[1],
-            **{k: getattr(args, k) for k in ("cfg", "cfg_schedule", "temperature", "top_k")},
-            **{k: getattr(args, k) for k in ("top_p", "seed", "batch_size", "grid_cols")},
-            "labels": labels,
-            "class_names": [names[y] for y in labels] if names else None,
-        }
-        write_outputs(args.out, images, ids, labels, meta)
-    except UsageError as err:
-        print(f"vistok sample: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    except torch.OutOfMemoryError:
-        print(f"vistok sample: error: out of memory at --batch-size {args.batch_size}; lower it",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    print(f"wrote {len(labels)} samples, grid.png and samples.npz to {args.out}")
+        images, ids = sample_all(gpt_model, tok, labels, args, device)
+    except torch.OutOfMemoryError:  # a batch too large for the device is the user's to change
+        raise UsageError(f"out of memory at --batch-size {args.batch_size}; lower it") from None
+    names = [*gpt_model.class_names, "null"] if gpt_model.class_names else None
+    meta = {
+        "gpt": str(args.gpt),
+        "tokenizer": tok_name,
+        "num_tokens": ids.shape[1],
+        **{k: getattr(args, k) for k in ("cfg", "cfg_schedule", "temperature", "top_k")},
+        **{k: getattr(args, k) for k in ("top_p", "seed", "batch_size", "grid_cols")},
+        "labels": labels,
+        "class_names": [names[y] for y in labels] if names else None,
+    }
+    write_outputs(args.out, images, ids, labels, meta)
+    return meta
+
+
+def sample(argv: list[str] | None) -> int:
+    options = vars(build_parser().parse_args(argv))
+    out = options.pop("out")
+    meta = write_samples(options.pop("gpt"), out, **options)
+    print(f"wrote {len(meta['labels'])} samples, grid.png and samples.npz to {out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `vistok sample`; returns the exit status."""
+    return run(lambda: sample(argv), PROG, writes=True)
 
 
 if __name__ == "__main__":

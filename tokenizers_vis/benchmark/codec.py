@@ -18,7 +18,8 @@ from PIL import Image
 
 from tokenizers_vis.benchmark.common import Context, measure, smooth_images
 from tokenizers_vis.benchmark.tokenizers import load_tokenizer
-from tokenizers_vis.codec import Codec, decode_files, encode_files
+from tokenizers_vis.cli.batch import decode_files, encode_files
+from tokenizers_vis.codec import Codec
 from tokenizers_vis.data.transforms import to_uint8
 from tokenizers_vis.presets import PRESETS
 

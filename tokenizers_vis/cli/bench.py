@@ -21,7 +21,7 @@ import argparse
 import shlex
 import sys
 
-from tokenizers_vis.cli.common import ArgumentParser, int_list, positive
+from tokenizers_vis.cli.common import ArgumentParser, int_list, positive, run
 from tokenizers_vis.precision import PRECISIONS
 
 
@@ -136,10 +136,10 @@ def _section_options(args: argparse.Namespace) -> dict[str, dict]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+def bench(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    from tokenizers_vis.benchmark import BenchConfig, run
+    from tokenizers_vis.benchmark import BenchConfig
+    from tokenizers_vis.benchmark import run as run_bench
 
     changes = {"devices": args.device, "precision": args.precision, "memory": not args.no_memory}
     changes |= {f: getattr(args, f) for _, f, _, _ in OPTIONS if getattr(args, f) is not None}
@@ -153,13 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         base = BenchConfig.quick_config() if args.quick else BenchConfig()
         changes["models"] = tuple((name, args.batches) for name, _ in base.models)
     cfg = BenchConfig.quick_config(**changes) if args.quick else BenchConfig(**changes)
-    command = shlex.join(["vistok", "bench", *argv])
-    try:
-        run(cfg, args.out, command)
-    except ValueError as err:  # a bad device name, say
-        print(f"vistok bench: error: {err}", file=sys.stderr)
-        return 2
+    run_bench(cfg, args.out, shlex.join(["vistok", "bench", *argv]))  # DeviceError: a bad --device
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `vistok bench`; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run(lambda: bench(argv), "vistok bench")
 
 
 if __name__ == "__main__":

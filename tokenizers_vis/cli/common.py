@@ -1,5 +1,11 @@
 """What every `vistok` command shares: `run` (user errors -> one line and exit 2), an argument
-parser whose mistakes exit with status 2 in one line, and argparse types."""
+parser whose mistakes exit with status 2 in one line, and argparse types.
+
+Every command's `main(argv=None)` is `return run(lambda: body(argv), PROG)`: the body parses its
+arguments and raises a `VistokError` (the library's own, or `UsageError` for an option) for
+anything the user can fix. Nothing here catches `ValueError` or `Exception`: a bug keeps its
+traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,41 @@ from collections.abc import Callable
 
 from tokenizers_vis.errors import VistokError
 
+__all__ = ["ArgumentParser", "int_list", "non_negative", "number", "positive", "run"]
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """Usage mistakes give one line on stderr and status 2, like every other user error."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+_KINDS = {int: "an integer", float: "a number"}
+
+
+def number(kind: type, low: float | None = None, high: float | None = None) -> Callable:
+    """An argparse type: `kind` (int or float) within [low, high] (None = unbounded)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = _KINDS.get(kind, kind.__name__)
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            if high is None:
+                raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+            if low is None:
+                raise argparse.ArgumentTypeError(f"must be <= {high}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, got {text}")
+        return value
+
+    return parse
+
+
+positive = number(int, 1)  # argparse type: an integer >= 1
+non_negative = number(int, 0)  # argparse type: an integer >= 0
 
 
 def int_list(text: str) -> list[int]:
@@ -27,27 +62,42 @@ def int_list(text: str) -> list[int]:
         ) from None
 
 
-def positive(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int_list(text)
-    if len(value) != 1 or value[0] < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value[0]
+def run(command: Callable[[], int | None], prog: str, *, writes: bool = False) -> int:
+    """Run a command's body; returns the exit status. Every `main(argv)` ends in this.
 
+    - the body's return value (None = 0);
+    - argparse's exit (the help, or its own one-line usage error: 2);
+    - a `VistokError`: `prog: error: MESSAGE` (one line) on stderr and the error's `exit_code`;
+    - Ctrl-C: `prog: interrupted` and 130;
+    - `writes=True` (a command that writes files): SIGTERM too stops it cleanly (143; outputs are
+      written atomically, so none is left half-written), and an `OSError` of the machine (disk
+      full, a folder that cannot be created) is one line and exit 1.
+    Anything else is a bug and propagates with its traceback.
+    """
+    from tokenizers_vis.atomic import Interrupted, interruptible
 
-def non_negative(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    value = int_list(text)
-    if len(value) != 1 or value[0] < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value[0]
-
-
-def run(command: Callable[[], int | None], prog: str) -> int:
-    """Run a command's body: a `VistokError` becomes `prog: error: MESSAGE` on stderr and its exit
-    code; the command's own return value (None = 0) otherwise. Every `main(argv)` ends in this."""
+    left = "; no partial output was left" if writes else ""
     try:
-        return int(command() or 0)
+        if not writes:
+            return int(command() or 0)
+        with interruptible():  # SIGTERM unwinds like Ctrl-C
+            return int(command() or 0)
+    except SystemExit as exit_:  # argparse printed the help, or its one-line error
+        if exit_.code is None or isinstance(exit_.code, int):
+            return exit_.code or 0
+        raise
     except VistokError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (SIGINT){left}", file=sys.stderr)
+        return 130
+    except Interrupted as err:
+        print(f"{prog}: interrupted ({err}){left}", file=sys.stderr)
+        return 128 + err.signum
+    except OSError as err:
+        if not writes:
+            raise
+        where = f": {err.filename}" if err.filename else ""
+        print(f"{prog}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 1

@@ -17,9 +17,10 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from tokenizers_vis.cli.common import ArgumentParser
-
-SPLITS = ("train", "val", "test")
+from tokenizers_vis.atomic import atomic_write
+from tokenizers_vis.cli.common import ArgumentParser, number, run
+from tokenizers_vis.data.errors import MissingDataError
+from tokenizers_vis.data.summary import SPLITS, DataSummary, contact_sheet, summarize
 
 
 def _spec(text: str) -> str:
@@ -31,14 +32,7 @@ def _spec(text: str) -> str:
     return text
 
 
-def _size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 1 <= value <= 4096:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 4096, got {value}")
-    return value
+_size = number(int, 1, 4096)  # argparse type: an image side or a count
 
 
 def _build(spec: str, split: str, size: int, args: argparse.Namespace, **extra):
@@ -74,7 +68,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     ):
         skipped = sum((getattr(ds, "skipped", Counter()) for ds in built.values()), Counter())
         why = ", ".join(f"{r}: {n}" for r, n in skipped.most_common()) or "no image files"
-        raise FileNotFoundError(f"no readable images in {args.src} ({why}); nothing written")
+        raise MissingDataError(f"no readable images in {args.src} ({why}); nothing written")
     for split, ds in built.items():
         if hasattr(ds, "__len__") and len(ds) == 0:
             print(
@@ -104,86 +98,26 @@ def cmd_pack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label_counts(ds) -> Counter[int] | None:
-    import webdataset as wds
-
-    from tokenizers_vis.data.shards import ShardDataset
-
-    if hasattr(ds, "labels"):
-        return Counter(int(v) for v in ds.labels)
-    if isinstance(ds, ShardDataset):  # read only the .cls members, no image decoding
-        pipe = wds.DataPipeline(wds.SimpleShardList(ds.urls), wds.tarfile_to_samples())
-        return Counter(int(s["cls"]) for s in pipe)
-    return None
-
-
-def _table(spec: str, size: int, args: argparse.Namespace) -> list:
-    rows, per_class, names, missing = [], {}, [], None
-    for split in SPLITS:
-        try:
-            ds = _build(spec, split, size, args)
-        except FileNotFoundError as err:
-            missing = missing or err
-            continue  # e.g. shards packed for some splits only
-        counts = _label_counts(ds)
-        n = sum(counts.values()) if counts is not None else len(ds)
-        rows.append((split, n))
-        per_class[split] = counts
-        names = names or list(getattr(ds, "class_names", []))
-    if not rows:
-        raise missing or FileNotFoundError(f"no data found for {spec}")
-    print(f"{spec}  size {size}")
-    print(f"{'split':<8}{'count':>8}")
-    for split, n in rows:
-        print(f"{split:<8}{n:>8}")
-    if names and all(c is not None for c in per_class.values()):
-        width = max(12, *map(len, names)) + 2
-        print("\n" + f"{'class':<{width}}" + "".join(f"{s:>8}" for s in per_class))
-        for i, name in enumerate(names):
-            print(f"{name:<{width}}" + "".join(f"{c[i]:>8}" for c in per_class.values()))
-    return rows
+def _summary(spec: str, size: int, args: argparse.Namespace) -> DataSummary:
+    summary = summarize(spec, size, lambda split: _build(spec, split, size, args))
+    print("\n".join(summary.lines()))
+    return summary
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    _table(_spec(args.spec), args.size, args)
+    _summary(_spec(args.spec), args.size, args)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    import torch
-    import torchvision
-
-    from tokenizers_vis.data.transforms import to_pil
-
     spec = _spec(args.spec)
-    _table(spec, args.size, args)
-    ds = _build(spec, args.split, args.size, args)
-    if hasattr(ds, "__len__"):
-        step = max(1, len(ds) // args.count)
-        images = [ds[i][0] for i in range(0, len(ds), step)][: args.count]
-    else:
-        images = [x for x, _ in zip((x for x, _ in ds), range(args.count), strict=False)]
-    grid = torchvision.utils.make_grid(torch.stack(images), nrow=args.nrow, padding=2, pad_value=1)
+    _summary(spec, args.size, args)
+    sheet, count = contact_sheet(_build(spec, args.split, args.size, args), args.count, args.nrow)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    to_pil(grid).save(out)  # (3 H W) contact sheet
-    print(f"contact sheet of {len(images)} {args.split} images: {out}")
+    atomic_write(out, sheet)
+    print(f"contact sheet of {count} {args.split} images: {out}")
     return 0
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `data` and its subcommands on an argparse subparsers object.
-
-    The parsed namespace is run with `run(args)`, which turns user errors into status 2.
-    """
-    parser = subparsers.add_parser(
-        "data",
-        help="pack, show and summarise data sets",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _fill(parser)
-    return parser
 
 
 def _fill(parser: argparse.ArgumentParser) -> None:
@@ -222,33 +156,26 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--nrow", type=_size, default=8, help="images per row")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run `vistok data ...`; returns the exit status (2 for user mistakes)."""
+def data(argv: list[str] | None) -> int:
     parser = ArgumentParser(
         prog="vistok data",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _fill(parser)
-    try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exit_:  # argparse already printed usage and the message
-        return int(exit_.code or 0)
-    return run(args)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run parsed `vistok data` arguments (from `main` or `add_parser`); user errors give 2."""
+    args = parser.parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
-        print(f"vistok data {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # `vistok data summary ... | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `vistok data ...`; returns the exit status (2 for user mistakes)."""
+    return run(lambda: data(argv), "vistok data", writes=True)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

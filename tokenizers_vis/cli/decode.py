@@ -18,25 +18,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tokenizers_vis.cli.encode import (
-    Parser,
-    add_entropy_model,
-    add_runtime,
-    guarded,
-    load_codec,
-    number,
-    report,
-)
+from tokenizers_vis.cli.batch.files import FORMATS, decode_files
+from tokenizers_vis.cli.batch.options import add_entropy_model, add_runtime, load_codec, report
+from tokenizers_vis.cli.batch.paths import expand
+from tokenizers_vis.cli.common import ArgumentParser, number, positive, run
 from tokenizers_vis.codec.container import Container, is_container
-from tokenizers_vis.codec.files import FORMATS, decode_files
 from tokenizers_vis.codec.format import VtokError, read_header
 from tokenizers_vis.codec.identity import find_shipped
-from tokenizers_vis.codec.paths import UsageError, expand
+from tokenizers_vis.errors import UsageError
+
+PROG = "vistok decode"
 
 
-def build_parser() -> Parser:
-    parser = Parser(
-        prog="vistok decode",
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog=PROG,
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -47,9 +43,7 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--quality", type=number(int, 0, 100), help="WebP / JPEG quality (default lossless / 95)"
     )
-    parser.add_argument(
-        "--num-steps", type=number(int, 1), help="sampling steps (sampling decoders)"
-    )
+    parser.add_argument("--num-steps", type=positive, help="sampling steps (sampling decoders)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (sampling decoders)")
     add_entropy_model(
         parser,
@@ -90,35 +84,31 @@ def pick_model(inputs: list[str]) -> str:
     return str(found)
 
 
+def decode(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    fmt = args.format
+    if fmt is None and args.output and len(args.inputs) == 1:
+        suffix = Path(args.output).suffix.lower()
+        fmt = next((f for f, s in FORMATS.items() if suffix in (s, f".{f}")), None)
+    model = args.model or pick_model(args.inputs)
+    codec = load_codec(PROG, model, args, args.entropy_model)
+    summary = decode_files(
+        codec,
+        args.inputs,
+        args.output,
+        fmt=fmt or "png",
+        quality=args.quality,
+        num_steps=args.num_steps,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    return report(PROG, summary)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `vistok decode`; returns the exit status."""
-    prog = "vistok decode"
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-
-    def run() -> int:
-        fmt = args.format
-        if fmt is None and args.output and len(args.inputs) == 1:
-            suffix = Path(args.output).suffix.lower()
-            fmt = next((f for f, s in FORMATS.items() if suffix in (s, f".{f}")), None)
-        model = args.model or pick_model(args.inputs)
-        codec = load_codec(prog, model, args, args.entropy_model)
-        summary = decode_files(
-            codec,
-            args.inputs,
-            args.output,
-            fmt=fmt or "png",
-            quality=args.quality,
-            num_steps=args.num_steps,
-            seed=args.seed,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-        )
-        return report(prog, summary)
-
-    return guarded(prog, run)
+    return run(lambda: decode(argv), PROG, writes=True)
 
 
 if __name__ == "__main__":

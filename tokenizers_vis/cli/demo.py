@@ -19,15 +19,14 @@ Everything lands in `--out` (default `out/demo`), summarised in `out/demo/SUMMAR
 
 from __future__ import annotations
 
-import contextlib
-import io
 import sys
 import time
 from pathlib import Path
 
-from tokenizers_vis.cli.common import ArgumentParser, non_negative, positive
+from tokenizers_vis.cli.common import ArgumentParser, non_negative, positive, run
 from tokenizers_vis.cli.demo_codec import token_files
-from tokenizers_vis.cli.demo_generation import DemoError, decoders_side_by_side, gpt_grid
+from tokenizers_vis.cli.demo_generation import decoders_side_by_side, gpt_grid
+from tokenizers_vis.errors import UsageError
 
 # Codec qualities of the demo's sweep: spans both codecs' byte range at 32x32 in a few seconds.
 DEMO_QUALITIES = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
@@ -36,22 +35,27 @@ RF_MODEL = "emoji32_rf"
 
 
 def show_data(out: Path, size: int) -> list[str]:
-    """Contact sheet and summary of each bundled data set; returns Markdown lines."""
-    from tokenizers_vis.cli import data as data_tool
+    """Contact sheet and summary of each bundled data set (what `vistok data show SPEC --split
+    all` writes and prints); returns Markdown lines."""
+    from tokenizers_vis.atomic import atomic_write
+    from tokenizers_vis.data import build_dataset
+    from tokenizers_vis.data.summary import contact_sheet, summarize
 
     lines = ["## Data", ""]
     for spec in ("emoji", "photos"):
+        # Photo crops drawn by seed, as `vistok data` draws them: the same sheet every run.
+        kwargs = {"deterministic": True, "seed": 0} if spec == "photos" else {}
+
+        def build(split: str, spec: str = spec, kwargs: dict = kwargs):
+            return build_dataset(spec, split, size, **kwargs)
+
         sheet = out / f"{spec}_contact_sheet.png"
-        buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
-            code = data_tool.main(
-                ["show", spec, "--size", str(size), "--split", "all", "--out", str(sheet)]
-            )
-        if code != 0:
-            raise RuntimeError(f"vistok data show {spec} failed with exit code {code}")
-        print(buffer.getvalue(), end="")
-        lines += [f"### {spec}", "", f"![{spec}]({sheet.name})", "", "```"]
-        lines += [buffer.getvalue().rstrip(), "```", ""]
+        table = summarize(spec, size, build).lines()
+        png, count = contact_sheet(build("all"), count=64, nrow=8)
+        atomic_write(sheet, png)
+        text = "\n".join([*table, f"contact sheet of {count} all images: {sheet}"])
+        print(text)
+        lines += [f"### {spec}", "", f"![{spec}]({sheet.name})", "", "```", text, "```", ""]
     return lines
 
 
@@ -135,8 +139,20 @@ def default_rf_model() -> str | None:
     return RF_MODEL if RF_MODEL in list_pretrained() else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+def check_models(args) -> None:
+    """A tokenizer named wrong fails now, in one line, not after minutes of other sections."""
+    from tokenizers_vis.hub import PretrainedError, resolve
+
+    for option in ("model", "photo_model", "rf_model"):
+        name = getattr(args, option)
+        try:
+            if name is not None:
+                resolve(name)
+        except PretrainedError as err:
+            raise UsageError(f"--{option.replace('_', '-')}: {err}") from None
+
+
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="vistok demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
     parser.add_argument("--model", default="emoji32", help="pretrained directory or shipped name")
@@ -158,31 +174,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-gpt", action="store_true", help="skip the GPT sample grid")
     parser.add_argument("--fid", action="store_true", help="add rFID / KID (slow on CPU)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    args.argv = argv
-    from tokenizers_vis.evaluation import EvaluationError
-    from tokenizers_vis.hub import PretrainedError
+    return parser
 
+
+def demo(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    check_models(args)
     start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     lines = ["# vistok demo", ""]
     lines += show_data(args.out, 32)
     photo_model = args.photo_model or default_photo_model(args.model)
-    try:
-        lines += evaluate(args.out, args, "emoji", args.model)
-        lines += evaluate(args.out, args, "photos", photo_model)
-        lines += token_files(args.out, args.model, photo_model)
-        if not args.no_rf:
-            rf_model = args.rf_model or default_rf_model()
-            lines += decoders_side_by_side(args.out, args.model, rf_model)
-        if not args.no_gpt:
-            lines += gpt_grid(args.out, args.gpt, args.gpt_tokens, args.gpt_cfg)
-    except (EvaluationError, PretrainedError, DemoError) as err:
-        print(f"vistok demo: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+    lines += evaluate(args.out, args, "emoji", args.model)
+    lines += evaluate(args.out, args, "photos", photo_model)
+    lines += token_files(args.out, args.model, photo_model)
+    if not args.no_rf:
+        rf_model = args.rf_model or default_rf_model()
+        lines += decoders_side_by_side(args.out, args.model, rf_model)
+    if not args.no_gpt:
+        lines += gpt_grid(args.out, args.gpt, args.gpt_tokens, args.gpt_cfg)
     from tokenizers_vis.atomic import atomic_write
     from tokenizers_vis.precision import cpu_model_name
 
@@ -190,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     summary = atomic_write(args.out / "SUMMARY.md", ("\n".join(lines) + "\n").encode())
     print(f"\nwrote {summary} ({time.time() - start:.0f} s)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `vistok demo`; returns the exit status (2 for user mistakes: a model, a data set)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run(lambda: demo(argv), "vistok demo", writes=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The demo's token-file section: held-out emoji and photos through `vistok encode` / `decode`.
+"""The demo's token-file section: held-out emoji and photos through the codec's batch functions
+(`tokenizers_vis.cli.batch`, what `vistok encode` / `vistok decode` run).
 
 Each set is written as image files, encoded to .vtok files at several k, decoded back at the
 files' own size, and scored against the files it started from (PSNR of the decoded PNG), so the
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokenizers_vis.codec.files import Summary
+from tokenizers_vis.cli.batch import Summary, decode_files, encode_files
 
 DEMO_KS = (4, 16, 64)
 
@@ -58,8 +59,8 @@ def run(c, src: Path, vtok: Path, back: Path, k: int) -> tuple[Summary, Summary]
     from tokenizers_vis import codec
 
     options = codec.EncodeOptions(num_tokens=k)
-    enc = codec.encode_files(c, [str(src)], str(vtok), options, overwrite=True)
-    dec = codec.decode_files(c, [str(vtok)], str(back), overwrite=True)
+    enc = encode_files(c, [str(src)], str(vtok), options, overwrite=True)
+    dec = decode_files(c, [str(vtok)], str(back), overwrite=True)
     if not (enc.ok and dec.ok):
         raise RuntimeError(f"codec demo failed: {enc.line()} / {dec.line()}")
     return enc, dec

@@ -1,23 +1,22 @@
 """The demo's generative sections: both decoders on the same tokens, and a GPT sample grid.
 
 The GPT lives in the `generation` package, which `tokenizers_vis` never imports: the grid comes
-from its `sample` command, found through the `vistok.commands` entry points like any plug-in's.
+from the Python function behind its `sample` command (`write_samples`), whose module is found
+through the `vistok.commands` entry points like any plug-in's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
-import json
 from pathlib import Path
 
 from tokenizers_vis.atomic import atomic_write
+from tokenizers_vis.errors import VistokError
 
 SIDE_BY_SIDE_KS = (1, 2, 4, 8)
 
 
-class DemoError(Exception):
+class DemoError(VistokError):
     """A demo section cannot run with what the user gave it (reported in one line, exit 2)."""
 
 
@@ -68,23 +67,27 @@ def decoders_side_by_side(
 
 
 def gpt_grid(out: Path, gpt: str, num_tokens: int, cfg: float, per_class: int = 8) -> list[str]:
-    """Class-conditional samples of a GPT decoded by its tokenizer; returns Markdown lines."""
+    """Class-conditional samples of a GPT decoded by its tokenizer; returns Markdown lines.
+
+    The `sample` plug-in command's module (found through its entry point) offers the Python
+    function its command runs, `write_samples(gpt, out, **settings) -> samples.json contents`;
+    its user errors are `VistokError`s and reach the demo's `run` as they are.
+    """
     from tokenizers_vis.cli.main import commands
 
     lines = ["## Generation: GPT samples", ""]
     table = commands()
     if "sample" not in table:
         return lines + ["The `generation` package is not installed: no `vistok sample`.", ""]
+    write_samples = getattr(importlib.import_module(table["sample"][0]), "write_samples", None)
+    if write_samples is None:
+        raise DemoError(f"the `sample` command ({table['sample'][0]}) has no write_samples()")
     folder = out / "gpt"
+    settings = dict(num_tokens=num_tokens, cfg=cfg, n=per_class, grid_cols=per_class)
+    meta = write_samples(gpt, folder, **settings, overwrite=True, quiet=True)
+    names = list(dict.fromkeys(meta["class_names"] or ["unconditional"]))
     argv = ["--gpt", gpt, "--num-tokens", str(num_tokens), "--cfg", str(cfg), "--n", str(per_class)]
     argv += ["--grid-cols", str(per_class), "--quiet", "--overwrite", "-o", str(folder)]
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = importlib.import_module(table["sample"][0]).main(argv)
-    if code != 0:
-        raise DemoError(f"vistok sample {' '.join(argv)} failed: {err.getvalue().strip()}")
-    meta = json.loads((folder / "samples.json").read_text())
-    names = list(dict.fromkeys(meta["class_names"] or ["unconditional"]))
     lines += [
         f"`vistok sample {' '.join(argv)}`: {len(meta['labels'])} samples of `{gpt}`, "
         f"{num_tokens} tokens each, classifier-free guidance {cfg}, decoded by "

@@ -15,7 +15,6 @@ Exit status: 0 written, 2 usage error (nothing written), 130 / 143 interrupted (
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,15 +23,15 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from tokenizers_vis.cli.common import ArgumentParser
-from tokenizers_vis.cli.encode import guarded, number
+from tokenizers_vis.cli.common import ArgumentParser, number, positive, run
 from tokenizers_vis.codec.bitpack import bit_widths
 from tokenizers_vis.codec.entropy import STATIC_CONFIG
 from tokenizers_vis.codec.identity import directory_identity
-from tokenizers_vis.codec.paths import UsageError
 from tokenizers_vis.codec.static_table import STATIC_WEIGHTS, StaticTable
+from tokenizers_vis.data.errors import DataError
+from tokenizers_vis.errors import UsageError
 from tokenizers_vis.hub import PretrainedError, resolve
-from tokenizers_vis.precision import PRECISIONS, autocast, pick_device
+from tokenizers_vis.precision import PRECISIONS, DeviceError, autocast, pick_device
 from tokenizers_vis.tokenizer import Tokenizer
 
 PROG = "vistok entropy fit"
@@ -46,7 +45,7 @@ def encode_split(
 
     try:
         dataset = build_dataset(args.data, split, tok.image_size)
-    except (ValueError, KeyError, FileNotFoundError) as err:
+    except DataError as err:
         raise UsageError(f"--data {args.data} split {split!r}: {err}") from None
     total = len(dataset) if hasattr(dataset, "__len__") else None
     limit = args.num_images
@@ -81,7 +80,7 @@ def fit(args: argparse.Namespace) -> int:
         identity = directory_identity(directory)
     except PretrainedError as err:
         raise UsageError(f"--model: {err}") from None
-    except ValueError as err:  # pick_device
+    except DeviceError as err:
         raise UsageError(f"--device: {err}") from None
     out = Path(args.output) if args.output else directory
     if (out / STATIC_CONFIG).exists() and not args.overwrite:
@@ -111,10 +110,7 @@ def fit(args: argparse.Namespace) -> int:
         "bits_per_token": rate,
         "bit_packed_bits_per_token": fixed,
     }
-    try:
-        path = table.save(out, overwrite=args.overwrite)
-    except FileExistsError as err:  # written by someone else meanwhile
-        raise UsageError(str(err)) from None
+    path = table.save(out, overwrite=args.overwrite)  # OutputExistsError if written meanwhile
     print(f"{PROG}: wrote {path} and {STATIC_WEIGHTS} (table id {table.identity.hex()})")
     return 0
 
@@ -133,11 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", help="split to count (default train)")
     p.add_argument("--eval-split", help="also report bits per token on this split (e.g. test)")
     p.add_argument("-o", "--output", help="folder for the table (default: the model's directory)")
-    p.add_argument("--num-images", type=number(int, 1), help="at most N images per split")
+    p.add_argument("--num-images", type=positive, help="at most N images per split")
     p.add_argument(
         "--smoothing", type=number(float, 1e-9), default=1.0, help="added to every count (1)"
     )
-    p.add_argument("--batch-size", type=number(int, 1), default=64)
+    p.add_argument("--batch-size", type=positive, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     # fp32 like `vistok encode`: the table describes the ids token files will hold.
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
@@ -148,11 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `vistok entropy ...`; returns the exit status."""
-    try:
-        args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return guarded(PROG, lambda: fit(args))
+    return run(lambda: fit(build_parser().parse_args(argv)), PROG, writes=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from tokenizers_vis.cli.common import ArgumentParser, int_list, non_negative, positive
+from tokenizers_vis.cli.common import ArgumentParser, int_list, non_negative, positive, run
+from tokenizers_vis.errors import UsageError
 from tokenizers_vis.evaluation import (
     EvaluationError,
     evaluate_generator,
@@ -165,22 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run `vistok eval ...`; returns the exit status (2 for user mistakes)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:  # argparse printed usage or help already
-        return int(exit_.code or 0)
+def evaluate(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     args.argv = argv
     try:
         return args.func(args)
     except torch.OutOfMemoryError:  # a batch too large for the device is the user's to change
-        message = f"out of memory on {args.device} at --batch-size {args.batch_size}; lower it"
-    except EvaluationError as err:
-        message = " ".join(str(err).split())  # one line, whatever the cause's message
-    print(f"vistok eval {args.command}: error: {message}", file=sys.stderr)
-    return 2
+        raise UsageError(
+            f"out of memory on {args.device} at --batch-size {args.batch_size}; lower it"
+        ) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `vistok eval ...`; returns the exit status (2 for user mistakes)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run(lambda: evaluate(argv), "vistok eval")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ Exit status: 0 written, 2 usage error or unusable input (one line on stderr, not
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from tokenizers_vis.cli.common import ArgumentParser, positive
+from tokenizers_vis.cli.common import ArgumentParser, positive, run
+from tokenizers_vis.errors import UsageError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,15 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def export(argv: list[str] | None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_usage(parser, args)
+    return _export_onnx(args) if args.onnx is not None else _export_checkpoint(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `vistok export`; returns the exit status."""
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-        _check_usage(parser, args)
-    except SystemExit as exit_:  # argparse printed its one line (or the help)
-        return int(exit_.code or 0)
-    return _export_onnx(args) if args.onnx is not None else _export_checkpoint(args)
+    return run(lambda: export(argv), "vistok export", writes=True)
 
 
 def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -65,49 +66,28 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         parser.error("give CKPT OUT_DIR, or --onnx OUT_DIR --model NAME|DIR")
 
 
-def _fail(err: object) -> int:
-    print(f"vistok export: error: {err}", file=sys.stderr)
-    return 2
-
-
 def _export_checkpoint(args: argparse.Namespace) -> int:
     if not args.ckpt.is_file():
-        return _fail(f"{args.ckpt} is not a file")
-    from tokenizers_vis.training.export import export
+        raise UsageError(f"{args.ckpt} is not a file")
+    from tokenizers_vis.training.export import export as export_checkpoint
 
-    try:
-        out = export(args.ckpt, args.out_dir, args.weights or "ema")
-    except (ValueError, KeyError, RuntimeError) as err:
-        return _fail(err)
+    out = export_checkpoint(args.ckpt, args.out_dir, args.weights or "ema")  # CheckpointError
     print(f"wrote {out}")
     return 0
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
-    from tokenizers_vis.atomic import Interrupted, OutputExistsError, interruptible
+    from tokenizers_vis.atomic import OutputExistsError
     from tokenizers_vis.deploy.onnx_export import DEFAULT_OPSET, export_onnx
 
-    try:
-        with interruptible():  # SIGTERM unwinds like Ctrl-C: the hidden work folder is removed
-            out = export_onnx(args.model, args.onnx, args.opset or DEFAULT_OPSET, args.overwrite)
+    try:  # PretrainedError, OnnxExportError, OnnxMissingError: one line from `run`
+        out = export_onnx(args.model, args.onnx, args.opset or DEFAULT_OPSET, args.overwrite)
     except OutputExistsError as err:
-        hint = args.onnx.is_dir() and not args.overwrite
-        return _fail(f"{err}{'; pass --overwrite to replace it' if hint else ''}")
-    except (ValueError, ImportError) as err:  # PretrainedError, OnnxExportError are ValueErrors
-        return _fail(err)
-    except OSError as err:  # disk full, permissions, a destination created meanwhile
-        return _fail(f"{args.onnx}: {err.strerror or err}")
-    except KeyboardInterrupt:
-        return _fail_interrupted(130)
-    except Interrupted as err:
-        return _fail_interrupted(128 + err.signum)
+        if not args.onnx.is_dir() or args.overwrite:
+            raise
+        raise UsageError(f"{err}; pass --overwrite to replace it") from None
     print(f"wrote {out} (encoder.onnx, decoder.onnx, onnx.json)")
     return 0
-
-
-def _fail_interrupted(status: int) -> int:
-    print("vistok export: interrupted; nothing written", file=sys.stderr)
-    return status
 
 
 if __name__ == "__main__":

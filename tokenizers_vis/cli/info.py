@@ -15,10 +15,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tokenizers_vis.cli.encode import Parser
+from tokenizers_vis.cli.common import ArgumentParser, run
 from tokenizers_vis.codec.container import Container, is_container
 from tokenizers_vis.codec.entropy_coding import EntropyParams
-from tokenizers_vis.codec.format import CODING_BITPACK, CODINGS, CRC_BYTES, Header, read_header
+from tokenizers_vis.codec.format import (
+    CODING_BITPACK,
+    CODINGS,
+    CRC_BYTES,
+    Header,
+    VtokError,
+    read_header,
+)
 
 
 def describe(header: Header, file_bytes: int, payload: int) -> dict[str, Any]:
@@ -120,15 +127,11 @@ def _container(path: Path) -> tuple[dict[str, Any], list[str]]:
     return out, lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run `vistok info`; returns the exit status."""
-    parser = Parser(prog="vistok info", description=__doc__.split("\n\n")[0])
+def info(argv: list[str] | None) -> int:
+    parser = ArgumentParser(prog="vistok info", description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    args = parser.parse_args(argv)
     status, documents = 0, []
     for text in args.files:
         path = Path(text)
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"vistok info: {text}: {err.strerror}", file=sys.stderr)
             status = 1
             continue
-        except ValueError as err:  # VtokError: not .vtok, truncated, corrupted, newer
+        except VtokError as err:  # not .vtok, truncated, corrupted, newer
             print(f"vistok info: {text}: {err}", file=sys.stderr)
             status = 1
             continue
@@ -154,3 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(documents, indent=2))
     return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `vistok info`; returns the exit status."""
+    return run(lambda: info(argv), "vistok info")

@@ -15,6 +15,9 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from tokenizers_vis.cli.common import run
+from tokenizers_vis.errors import UsageError
+
 ENTRY_POINT_GROUP = "vistok.commands"
 COMMANDS = {
     "encode": ("tokenizers_vis.cli.encode", "encode images into .vtok token files"),
@@ -58,8 +61,8 @@ def usage(table: dict[str, tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+def dispatch(argv: list[str]) -> int:
+    """Run the command `argv[0]` names with the rest of `argv`."""
     table = commands()
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(table))
@@ -70,10 +73,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vistok {__version__}")
         return 0
     if argv[0] not in table:
-        print(f"vistok: error: unknown command {argv[0]!r}\n\n{usage(table)}", file=sys.stderr)
-        return 2
+        raise UsageError(
+            f"unknown command {argv[0]!r}; commands: {', '.join(table)} (see vistok --help)"
+        )
     module = importlib.import_module(table[argv[0]][0])
     return int(module.main(argv[1:]) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `vistok ...`; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run(lambda: dispatch(argv), "vistok")
 
 
 if __name__ == "__main__":

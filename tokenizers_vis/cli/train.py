@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import sys
 
+from tokenizers_vis.cli.common import run
 from tokenizers_vis.data.datamodule import ImageDataModule
 from tokenizers_vis.training.cli import SetupError, VistokCLI, run_cli  # noqa: F401 (re-exported)
 from tokenizers_vis.training.system import TokenizerSystem
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    return run_cli(VistokCLI, TokenizerSystem, ImageDataModule, argv, "vistok train")
+    """Run `vistok train ...`; returns the exit status (2 for setup mistakes)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    prog = "vistok train"
+    return run(lambda: run_cli(VistokCLI, TokenizerSystem, ImageDataModule, argv, prog), prog)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,11 @@
-"""The `.vtok` token file format and encoding / decoding of image files (spec:
-docs/token-format.md).
+"""The `.vtok` token file format and encoding / decoding of images to and from it (spec:
+docs/token-format.md). Files, folders and globs in bulk are the CLI's: `tokenizers_vis.cli.batch`.
 
     from tokenizers_vis import codec
     c = codec.Codec.from_pretrained("emoji32")
     data = c.encode_image("photo.jpg", num_tokens=32)     # .vtok bytes
     image = c.decode_bytes(data)                          # PIL RGB at the original size
     header, payload_bytes = codec.read_header(data)
-    summary = codec.encode_files(c, ["photos/"], "out/")  # what `vistok encode` runs
     with codec.Container("set.vtoks", "a") as box: box.append("name", data)
 
 Entropy coding (payload codings 1 and 2): any `EntropyModel` (next-token probabilities for a
@@ -31,8 +30,7 @@ from tokenizers_vis.codec.entropy import (
     load_entropy_model,
 )
 from tokenizers_vis.codec.entropy_coding import EntropyParams
-from tokenizers_vis.codec.errors import EntropyMismatchError, EntropyModelError
-from tokenizers_vis.codec.files import Failure, Summary, decode_files, encode_files
+from tokenizers_vis.codec.errors import EntropyMismatchError, EntropyModelError, OptionsError
 from tokenizers_vis.codec.format import (
     CODING_MODEL,
     CODING_STATIC,
@@ -69,11 +67,10 @@ __all__ = [
     "EntropyModelError",
     "EntropyModelLoadError",
     "EntropyParams",
-    "Failure",
     "Header",
     "NotVtokError",
+    "OptionsError",
     "StaticTable",
-    "Summary",
     "TokenFile",
     "TruncatedError",
     "UnsupportedError",
@@ -82,10 +79,8 @@ __all__ = [
     "bit_width",
     "bit_widths",
     "coded_size",
-    "decode_files",
     "directory_identity",
     "dumps",
-    "encode_files",
     "entropy_kinds",
     "files_identity",
     "is_container",

@@ -35,6 +35,7 @@ from tokenizers_vis.codec.entropy import (
     EntropyModelLoadError,
     load_entropy_model,
 )
+from tokenizers_vis.codec.errors import OptionsError
 from tokenizers_vis.codec.identity import directory_identity, model_identity
 from tokenizers_vis.codec.layout import (
     LayoutName,
@@ -175,13 +176,13 @@ class Codec:
         """Range code what this codec writes with `model` (None: bit-packed files).
 
         Raises:
-            ValueError: the model codes other vocabularies, or was fitted on another tokenizer.
+            OptionsError: the model codes other vocabularies, or was fitted on another tokenizer.
         """
         if model is not None:
             entropy_coding.check_compatible(model, tuple(self.tokenizer.vocab_sizes), 1)
             fitted_for = getattr(model, "tokenizer_id", None)
             if fitted_for is not None and fitted_for != self.identity:
-                raise ValueError(
+                raise OptionsError(
                     f"the {model.describe()} was fitted on tokenizer {fitted_for.hex()}'s ids, "
                     f"this is {self.identity.hex()}"
                 )
@@ -202,24 +203,24 @@ class Codec:
 
     # Encoding ---------------------------------------------------------------------------
     def check_options(self, options: EncodeOptions) -> None:
-        """Raise ValueError for options this tokenizer cannot honour."""
+        """Raise OptionsError for options this tokenizer cannot honour."""
         k, max_tokens = options.num_tokens, self.tokenizer.max_tokens
         if k is not None and options.target_psnr is not None:
-            raise ValueError("give num_tokens or target_psnr, not both")
+            raise OptionsError("give num_tokens or target_psnr, not both")
         if k is not None and not 1 <= k <= max_tokens:
-            raise ValueError(f"tokens must be in 1..{max_tokens} for this model, got {k}")
+            raise OptionsError(f"tokens must be in 1..{max_tokens} for this model, got {k}")
         if options.refine_steps < 0:
-            raise ValueError(f"refine steps must be >= 0, got {options.refine_steps}")
+            raise OptionsError(f"refine steps must be >= 0, got {options.refine_steps}")
         if self.entropy is not None:
             entropy_coding.check_compatible(self.entropy, self.tokenizer.vocab_sizes, k or 1)
             if k is None and self.entropy.max_tokens < max_tokens:
-                raise ValueError(
+                raise OptionsError(
                     f"the {self.entropy.describe()} predicts at most {self.entropy.max_tokens} "
                     f"tokens: give num_tokens <= {self.entropy.max_tokens}"
                 )
         c, classes = options.entropy_class, self.entropy.class_names if self.entropy else ()
         if c is not None and not 0 <= c < len(classes):
-            raise ValueError(
+            raise OptionsError(
                 f"entropy class {c}: the entropy model has classes 0..{len(classes) - 1}"
                 if classes
                 else "an entropy class needs a class-conditional entropy model"

@@ -27,6 +27,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tokenizers_vis.errors import VistokError
+
 __all__ = [
     "ENTRY_POINT_GROUP",
     "MODEL_ID_BYTES",
@@ -49,7 +51,7 @@ STATIC_CONFIG = "entropy_static.json"
 MODEL_ID_BYTES = 4
 
 
-class EntropyModelLoadError(ValueError):
+class EntropyModelLoadError(VistokError):
     """A path holds no loadable entropy model; `str(err)` says why in one line."""
 
 

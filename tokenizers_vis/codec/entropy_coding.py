@@ -35,7 +35,12 @@ import numpy as np
 from tokenizers_vis.codec import bitpack
 from tokenizers_vis.codec import format as fmt
 from tokenizers_vis.codec.entropy import MODEL_ID_BYTES, EntropyModel
-from tokenizers_vis.codec.errors import CorruptedError, EntropyMismatchError, EntropyModelError
+from tokenizers_vis.codec.errors import (
+    CorruptedError,
+    EntropyMismatchError,
+    EntropyModelError,
+    OptionsError,
+)
 from tokenizers_vis.codec.format import encode_varint, read_varint
 
 __all__ = [
@@ -207,14 +212,14 @@ def decode_ids(
 
 
 def check_compatible(model: EntropyModel, vocab_sizes: tuple[int, ...], max_k: int) -> None:
-    """Raise ValueError unless the model codes ids of these vocabularies, up to max_k tokens."""
+    """Raise OptionsError unless the model codes ids of these vocabularies, up to max_k tokens."""
     if tuple(model.vocab_sizes) != tuple(vocab_sizes):
-        raise ValueError(
+        raise OptionsError(
             f"the {model.describe()} models vocabularies {tuple(model.vocab_sizes)}, the "
             f"tokenizer has {tuple(vocab_sizes)}"
         )
     if max_k > model.max_tokens:
-        raise ValueError(
+        raise OptionsError(
             f"the {model.describe()} predicts at most {model.max_tokens} tokens, {max_k} asked"
         )
 

@@ -3,11 +3,14 @@ command lists beside the file's name."""
 
 from __future__ import annotations
 
+from tokenizers_vis.errors import VistokError
+
 __all__ = [
     "CorruptedError",
     "EntropyMismatchError",
     "EntropyModelError",
     "NotVtokError",
+    "OptionsError",
     "TruncatedError",
     "UnsupportedError",
     "VtokError",
@@ -15,7 +18,12 @@ __all__ = [
 ]
 
 
-class VtokError(ValueError):
+class OptionsError(VistokError):
+    """Encoding options (k, layout, scale, entropy class) or an entropy model that this tokenizer
+    cannot honour; nothing was encoded."""
+
+
+class VtokError(VistokError):
     """A .vtok file cannot be read; `str(err)` is a one-line reason."""
 
 

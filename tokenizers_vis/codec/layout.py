@@ -24,6 +24,8 @@ import numpy as np
 from einops import rearrange
 from PIL import Image
 
+from tokenizers_vis.codec.errors import OptionsError
+
 __all__ = [
     "LAYOUTS",
     "LayoutName",
@@ -50,12 +52,12 @@ def coded_size(
         scale: tile layout only: resample the image by this factor (0 < scale <= 1) first.
     """
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+        raise OptionsError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     if not 0 < scale <= 1:
-        raise ValueError(f"scale must be in (0, 1], got {scale}")
+        raise OptionsError(f"scale must be in (0, 1], got {scale}")
     if layout == "resize":
         if scale != 1:
-            raise ValueError("scale applies to the tile layout only")
+            raise OptionsError("scale applies to the tile layout only")
         return tile_size, tile_size
     w, h = size
     return max(1, round(w * scale)), max(1, round(h * scale))

@@ -29,7 +29,7 @@ import numpy as np
 import safetensors.numpy
 from safetensors import safe_open
 
-from tokenizers_vis.atomic import atomic_write
+from tokenizers_vis.atomic import OutputExistsError, atomic_write
 from tokenizers_vis.codec.entropy import (
     MODEL_ID_BYTES,
     STATIC_CONFIG,
@@ -145,12 +145,12 @@ class StaticTable(EntropyModel):
         (each atomically); returns the JSON's path.
 
         Raises:
-            FileExistsError: a table is there and `overwrite` is False.
+            OutputExistsError: a table is there and `overwrite` is False.
         """
         directory = Path(directory)
         config = directory / STATIC_CONFIG
         if config.exists() and not overwrite:
-            raise FileExistsError(f"{config} exists (overwrite replaces it)")
+            raise OutputExistsError(f"{config} exists (overwrite replaces it)")
         directory.mkdir(parents=True, exist_ok=True)
         doc = {
             "format_version": FORMAT_VERSION,

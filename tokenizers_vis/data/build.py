@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tokenizers_vis.data.emoji import EmojiDataset
+from tokenizers_vis.data.errors import DataError
 from tokenizers_vis.data.folder import FolderDataset
 from tokenizers_vis.data.photos import PhotoCropDataset
 from tokenizers_vis.data.shards import ShardDataset
@@ -56,7 +57,7 @@ def parse_spec(spec: str | dict) -> tuple[str, dict[str, Any]]:
     """A data spec -> (dataset name, constructor kwargs).
 
     Raises:
-        ValueError: unknown name or a missing path, with the known specs listed.
+        DataError: unknown name or a missing path, with the known specs listed.
     """
     if isinstance(spec, dict):
         kwargs = dict(spec)
@@ -67,10 +68,10 @@ def parse_spec(spec: str | dict) -> tuple[str, dict[str, Any]]:
         if name in DATASETS and DATASETS[name][1] and path:
             kwargs[DATASETS[name][1]] = path
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {spec!r}; known: {_known()}")
+        raise DataError(f"unknown dataset {spec!r}; known: {_known()}")
     arg = DATASETS[name][1]
     if arg and not kwargs.get(arg):
-        raise ValueError(f"dataset {name!r} needs a path: {name}:<{arg}>")
+        raise DataError(f"dataset {name!r} needs a path: {name}:<{arg}>")
     return name, kwargs
 
 
@@ -87,6 +88,6 @@ def build_dataset(spec: str | dict, split: str = "train", size: int = 32, **kwar
         A dataset of `(image (3, size, size) float32 in [-1, 1], label int)`.
     """
     if not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive integer, got {size!r}")
+        raise DataError(f"size must be a positive integer, got {size!r}")
     name, spec_kwargs = parse_spec(spec)
     return DATASETS[name][0](split, size, **{**spec_kwargs, **kwargs})

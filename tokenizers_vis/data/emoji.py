@@ -48,6 +48,7 @@ from PIL import Image
 
 from tokenizers_vis.atomic import AtomicFile
 from tokenizers_vis.cache import cache_dir as vistok_cache
+from tokenizers_vis.data.errors import DataError, MissingDataError
 from tokenizers_vis.data.transforms import (
     WorkerGenerator,
     random_crop_flip,
@@ -303,10 +304,10 @@ def load_emoji(
         "splits": (n,) str, "class_names": (9,) str, "dropped": JSON str of drop counts}.
     """
     if size < 1:
-        raise ValueError(f"size must be positive, got {size}")
+        raise DataError(f"size must be positive, got {size}")
     font_path, test_path = Path(font_path), Path(test_path)
     if not font_path.is_file():
-        raise FileNotFoundError(f"{font_path} missing: apt-get install fonts-noto-color-emoji")
+        raise MissingDataError(f"{font_path} missing: apt-get install fonts-noto-color-emoji")
     key = f"v{_CACHE_VERSION}:{_file_digest(font_path)}:{_file_digest(test_path)}"
     cache = Path(cache_dir or default_cache_dir()) / f"emoji_{size}.npz"
     if cache.is_file():
@@ -342,7 +343,7 @@ class EmojiDataset(torch.utils.data.Dataset):
         seed: int = 0,
     ):
         if split not in (*SPLITS, "all"):
-            raise ValueError(f"unknown split {split!r}; known: {', '.join((*SPLITS, 'all'))}")
+            raise DataError(f"unknown split {split!r}; known: {', '.join((*SPLITS, 'all'))}")
         data = load_emoji(size, cache_dir)
         keep = np.ones(len(data["labels"]), bool) if split == "all" else data["splits"] == split
         self.split, self.size, self.augment = split, size, augment

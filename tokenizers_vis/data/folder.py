@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tokenizers_vis.data.errors import DataError, MissingDataError
 from tokenizers_vis.data.transforms import (
     MAX_PIXELS,
     BadImageError,
@@ -107,14 +108,14 @@ class FolderDataset(torch.utils.data.Dataset):
     ):
         root = Path(root)
         if not root.is_dir():
-            raise FileNotFoundError(f"not a directory: {root}")
+            raise MissingDataError(f"not a directory: {root}")
         if split not in ("train", "val", "test", "all"):
-            raise ValueError(f"unknown split {split!r}; known: train, val, test, all")
+            raise DataError(f"unknown split {split!r}; known: train, val, test, all")
         split_dirs = [s for s in ("train", "val", "test") if (root / s).is_dir()]
         if split != "all" and split_dirs:
             # An explicit layout is never mixed with hashing, which would leak train files.
             if split not in split_dirs and not allow_empty:
-                raise FileNotFoundError(f"no {split}/ folder in {root} (it has {split_dirs})")
+                raise MissingDataError(f"no {split}/ folder in {root} (it has {split_dirs})")
             root = root / split
             files = scan_images(root) if root.is_dir() else []
         else:
@@ -127,7 +128,7 @@ class FolderDataset(torch.utils.data.Dataset):
             if self.skipped:
                 warnings.warn(f"{root}: skipped {_counts(self.skipped)}", BadImageWarning, 2)
         if not files and not allow_empty:
-            raise FileNotFoundError(f"no readable images under {root} for split {split!r}")
+            raise MissingDataError(f"no readable images under {root} for split {split!r}")
         self.root, self.files, self.split, self.size = root, files, split, size
         folder = [f.parts[0] if len(f.parts) > 1 else "." for f in files]
         self.class_names: list[str] = sorted(set(folder))

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tokenizers_vis.data.errors import DataError, MissingDataError
 from tokenizers_vis.data.transforms import (
     WorkerGenerator,
     load_rgb,
@@ -179,16 +180,16 @@ class PhotoCropDataset(torch.utils.data.Dataset):
         mate_dir: str | os.PathLike = MATE_NATURE_DIR,
     ):
         if split not in ("train", "val", "test", "all"):
-            raise ValueError(f"unknown split {split!r}; known: train, val, test, all")
+            raise DataError(f"unknown split {split!r}; known: train, val, test, all")
         if not 0 < scale[0] <= scale[1] <= 1:
-            raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale}")
+            raise DataError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale}")
         sources = photo_sources(mate_dir)
         # Labels index *all* photos, so a label means the same photo in every split.
         self.class_names = list(sources)
         self.paths = list(sources.values())
         self._pool = [i for i, n in enumerate(sources) if split in ("all", _split_of(n))]
         if not self._pool:
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"no photos for split {split!r}: install scikit-image and mate-backgrounds "
                 "(and lomiri-wallpapers-16.04, plasma-workspace-wallpapers for more)"
             )

@@ -36,7 +36,8 @@ import webdataset as wds
 from PIL import Image
 from tqdm import tqdm
 
-from tokenizers_vis.atomic import AtomicFile, atomic_write
+from tokenizers_vis.atomic import AtomicFile, OutputExistsError, atomic_write
+from tokenizers_vis.data.errors import MissingDataError
 from tokenizers_vis.data.transforms import (
     BadImageError,
     WorkerGenerator,
@@ -129,7 +130,7 @@ def _prepare_out_dir(out_dir: Path, split: str, overwrite: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     old = sorted(out_dir.glob(f"{split}-*.tar"))
     if old and not overwrite:
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{out_dir} already holds {len(old)} {split} shards; "
             "use --overwrite (overwrite=True) to replace them"
         )
@@ -237,7 +238,7 @@ def shard_urls(path: str | os.PathLike | list[str], split: str | None = None) ->
         )
     if not urls:
         where = f"{split}-*.tar in {path}" if split and Path(path).is_dir() else repr(path)
-        raise FileNotFoundError(f"no .tar shards match {where}")
+        raise MissingDataError(f"no .tar shards match {where}")
     return urls
 
 

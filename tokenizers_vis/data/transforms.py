@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from tokenizers_vis.errors import VistokError
+
 __all__ = [
     "MAX_PIXELS",
     "BadImageError",
@@ -50,7 +52,7 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
 
-class BadImageError(ValueError):
+class BadImageError(VistokError):
     """An image file that cannot be turned into RGB; `str(err)` is a one-line reason."""
 
 

@@ -38,6 +38,7 @@ from tokenizers_vis.deploy.onnx_runtime import (
     NUM_TOKENS,
     OnnxTokenizer,
 )
+from tokenizers_vis.errors import VistokError
 from tokenizers_vis.tokenizer import Tokenizer, Tokens, prefix_lengths
 
 DEFAULT_OPSET = 18
@@ -50,8 +51,12 @@ CHECK_TOLERANCE = 1e-3
 MIN_ID_AGREEMENT = 0.99  # a latent a hair from a rounding edge may flip one id; a bug flips most
 
 
-class OnnxExportError(ValueError):
+class OnnxExportError(VistokError):
     """The tokenizer cannot be exported, or its exported graphs disagree with PyTorch."""
+
+
+class OnnxMissingError(ImportError, VistokError):
+    """ONNX export needs the optional `onnx` / `onnxscript` packages, which are not installed."""
 
 
 def export_onnx(
@@ -164,7 +169,7 @@ def _export_graphs(model: Tokenizer, directory: Path, opset: int) -> None:
                 )
             program.save(directory / name)
         except ImportError as err:
-            raise ImportError(
+            raise OnnxMissingError(
                 f"ONNX export needs onnx and onnxscript: pip install 'vistok[onnx]' ({err})"
             ) from err
         except Exception as err:  # the exporter's own error types vary across torch versions

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from tokenizers_vis.errors import VistokError
+
 FORMAT = "vistok-onnx"
 FORMAT_VERSION = 1
 CONFIG_NAME = "onnx.json"
@@ -26,7 +28,7 @@ DECODER_NAME = "decoder.onnx"
 IMAGES, IDS, NUM_TOKENS = "images", "ids", "num_tokens"
 
 
-class OnnxExportDirError(ValueError):
+class OnnxExportDirError(VistokError):
     """An export directory is missing, incomplete or of another format."""
 
 

@@ -36,7 +36,7 @@ from torch import Tensor
 from tokenizers_vis.evaluation import inputs, scoring
 from tokenizers_vis.evaluation.cache import CodecCache
 from tokenizers_vis.evaluation.inputs import EvaluationError
-from tokenizers_vis.precision import cpu_model_name, pick_device, resolve_precision
+from tokenizers_vis.precision import DeviceError, cpu_model_name, pick_device, resolve_precision
 
 RATE_KEYS = ("k", "quality", "bits_per_image", "bytes_per_image", "seconds_per_image")
 
@@ -143,7 +143,7 @@ class GeneratorEvaluation:
 def _device(device: str | torch.device) -> torch.device:
     try:
         return pick_device(str(device))
-    except ValueError as err:
+    except DeviceError as err:
         raise EvaluationError(str(err)) from None
 
 

@@ -19,11 +19,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from tokenizers_vis.errors import VistokError
+
 CODEC_QUALITY_RANGE = {"jpeg": (1, 95), "webp": (0, 100)}
 PERCEPTUAL_KINDS = ("inception", "lpips_vgg", "auto", "none")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(VistokError):
     """A mistake in an evaluation's inputs (model, data, settings); nothing was computed."""
 
 
@@ -67,6 +69,7 @@ def codec_plan(
 def canonical_spec(text: str) -> str:
     """A data spec with its path made absolute (it is part of the reference-feature cache key)."""
     from tokenizers_vis.data.build import DATASETS, parse_spec
+    from tokenizers_vis.data.errors import DataError
 
     name, _, path = text.partition(":")
     if name not in DATASETS and Path(text).is_dir():
@@ -76,7 +79,7 @@ def canonical_spec(text: str) -> str:
     spec = f"{name}:{path}" if path else name
     try:
         parse_spec(spec)
-    except ValueError as err:
+    except DataError as err:
         raise EvaluationError(f"data: {err}") from None
     return spec
 
@@ -96,7 +99,7 @@ def load_split(
         else:
             items = (ds[i] for i in range(min(len(ds), num_images or len(ds))))
         images = [to_uint8(x) for x, _ in tqdm(items, desc=f"load {split}", disable=quiet)]
-    except (ValueError, OSError) as err:  # unknown split, missing files, unreadable images
+    except (VistokError, OSError) as err:  # unknown split, missing files, unreadable images
         raise EvaluationError(f"data {spec} split {split}: {err}") from None
     if len(images) < 2:
         raise EvaluationError(f"data {spec} split {split}: {len(images)} images; need at least 2")
@@ -152,7 +155,7 @@ def load_model(name: str, device: torch.device):
 
     try:
         return Tokenizer.from_pretrained(name, map_location=device)
-    except (ValueError, OSError) as err:  # PretrainedError is a ValueError
+    except (VistokError, OSError) as err:  # PretrainedError, a missing file
         raise EvaluationError(f"model {name}: {err}") from None
 
 
@@ -179,7 +182,11 @@ def load_samples(path: Path) -> Tensor:
             raise EvaluationError(f"samples {path}: no such file or folder")
         else:
             raise EvaluationError(f"samples {path}: not a folder of images or an .npz file")
-    except (ValueError, OSError, zipfile.BadZipFile) as err:
+    except EvaluationError:
+        raise
+    except (VistokError, OSError, zipfile.BadZipFile) as err:  # BadImageError, unreadable
+        raise EvaluationError(f"samples {path}: cannot read: {err}") from None
+    except ValueError as err:  # np.load of a damaged or pickled (refused) array
         raise EvaluationError(f"samples {path}: cannot read: {err}") from None
     return check_samples(array, f"samples {path}")
 

@@ -8,7 +8,7 @@
 - Checkpoints go to `<default_root_dir>/checkpoints`, so `--ckpt_path last` finds them from a new
   process.
 - Setup mistakes (unknown preset, bad component argument, missing pretrained directory) become a
-  `SetupError`: one line and exit status 2 in the command, not a traceback.
+  `SetupError` (a `VistokError`): one line and exit status 2 in the command, not a traceback.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from tokenizers_vis.errors import VistokError
 from tokenizers_vis.precision import PRECISIONS, lightning_precision
 
 
-class SetupError(Exception):
+class SetupError(VistokError):
     """A run could not be set up from its configuration: the user's mistake, not a bug."""
 
 
@@ -72,21 +73,18 @@ class VistokCLI(LightningCLI):
 
 
 def run_cli(cli: type[VistokCLI], model: type, datamodule: type, argv: list[str], prog: str) -> int:
-    """Run a `vistok` training command; setup mistakes give one line and exit status 2."""
-    try:
-        with warnings.catch_warnings():
-            # A subcommand of `vistok`: sys.argv also holds the command's name, so LightningCLI
-            # warns that args and sys.argv differ, which is intended. sys.argv itself must stay
-            # as it is, because DDP relaunches the rank processes from it.
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            cli(
-                model,
-                datamodule,
-                args=argv,
-                save_config_kwargs={"overwrite": True},
-                parser_kwargs={"prog": prog},
-            )
-    except SetupError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
+    """Run a `vistok` training command (the body a command's `main` gives `cli.common.run`, which
+    turns a `SetupError` into one line and exit status 2)."""
+    with warnings.catch_warnings():
+        # A subcommand of `vistok`: sys.argv also holds the command's name, so LightningCLI
+        # warns that args and sys.argv differ, which is intended. sys.argv itself must stay
+        # as it is, because DDP relaunches the rank processes from it.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli(
+            model,
+            datamodule,
+            args=argv,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": prog},
+        )
     return 0

@@ -13,11 +13,34 @@ from typing import Any
 
 import torch
 
+from tokenizers_vis.errors import VistokError
 from tokenizers_vis.hub import PretrainedError, read_config
 from tokenizers_vis.presets import preset_spec
 from tokenizers_vis.tokenizer import Tokenizer
 
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+class CheckpointError(VistokError):
+    """A file that is not an exportable training checkpoint (unreadable, another kind of run, or
+    weights that do not match its spec); nothing was written."""
+
+
+def read_checkpoint(ckpt: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint's contents, loaded as data (`weights_only`: nothing in the file gets
+    to run code here); CheckpointError for a file that is not one."""
+    try:
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:
+        # Only the user's file is parsed here, and what the weights-only unpickler raises on
+        # arbitrary bytes is open-ended (UnpicklingError, RuntimeError, EOFError, even an
+        # IndexError on a text file): each means "not a checkpoint".
+        raise CheckpointError(
+            f"{ckpt} is not a readable Lightning checkpoint ({err!s:.200})"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{ckpt} is not a Lightning checkpoint (not a dict)")
+    return checkpoint
 
 
 def submodule_state(state_dict: dict[str, Any], prefix: str = "tokenizer.") -> dict[str, Any]:
@@ -40,18 +63,19 @@ def export(ckpt: str | Path, out_dir: str | Path, weights: str = "ema") -> Path:
         out_dir: destination directory.
         weights: "ema" (averaged weights, when the run used EMA) or "raw" (the optimizer's weights).
     """
-    # weights_only=True: a checkpoint is data; nothing in it gets to run code here.
-    try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unreadable / foreign / malicious file is a user error here
-        raise ValueError(f"{ckpt} is not a readable Lightning checkpoint ({err!s:.200})") from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{ckpt} is not a Lightning checkpoint (no state_dict)")
+    checkpoint = read_checkpoint(ckpt)
+    if "state_dict" not in checkpoint:
+        raise CheckpointError(f"{ckpt} is not a Lightning checkpoint (no state_dict)")
     hparams = checkpoint.get("hyper_parameters", {})
     spec = hparams.get("tokenizer")
     if spec is None:
-        raise ValueError(f"{ckpt} has no tokenizer hyper-parameters; is it a TokenizerSystem run?")
-    spec = preset_spec(spec) if isinstance(spec, str) else spec
+        raise CheckpointError(
+            f"{ckpt} has no tokenizer hyper-parameters; is it a TokenizerSystem run?"
+        )
+    try:
+        spec = preset_spec(spec) if isinstance(spec, str) else spec
+    except KeyError as err:  # a preset this version does not have
+        raise CheckpointError(f"{ckpt}: {err.args[0] if err.args else err}") from None
     has_ema = "current_model_state" in checkpoint
     if weights == "raw" and has_ema:
         state = submodule_state(checkpoint["current_model_state"])
@@ -61,7 +85,10 @@ def export(ckpt: str | Path, out_dir: str | Path, weights: str = "ema") -> Path:
         state = frozen_parts_exact(state, submodule_state(checkpoint["current_model_state"]),
                                    hparams.get("freeze") or ())  # fmt: skip
     model = Tokenizer(**spec)
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # missing / unexpected / wrongly shaped tensors
+        raise CheckpointError(f"{ckpt}: weights do not match its spec ({err!s:.300})") from None
     extra = {
         "source_checkpoint": Path(ckpt).name,
         "global_step": checkpoint.get("global_step"),

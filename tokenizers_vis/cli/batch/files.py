@@ -1,4 +1,5 @@
-"""Encode and decode image files in bulk: what `vistok encode` / `vistok decode` run.
+"""Encode and decode image files in bulk: what `vistok encode` / `vistok decode` run (over the
+library's `tokenizers_vis.codec.Codec`, which knows nothing of folders or output names).
 
 Every input ends up either written or in `Summary.failures` with its reason; nothing is
 overwritten unless asked for; outputs are written atomically (`tokenizers_vis.atomic`). Inputs are
@@ -20,18 +21,18 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from tokenizers_vis.atomic import OutputExistsError, write_atomic
-from tokenizers_vis.codec.api import Codec, Encoded, EncodeOptions
-from tokenizers_vis.codec.container import Container, is_container
-from tokenizers_vis.codec.format import VtokError
-from tokenizers_vis.codec.paths import (
+from tokenizers_vis.cli.batch.paths import (
     Job,
-    UsageError,
     image_extensions,
     image_failure_reason,
     plan,
     safe_name,
 )
+from tokenizers_vis.codec.api import Codec, Encoded, EncodeOptions
+from tokenizers_vis.codec.container import Container, is_container
+from tokenizers_vis.codec.format import VtokError
 from tokenizers_vis.data.transforms import MAX_PIXELS, BadImageError, load_rgb
+from tokenizers_vis.errors import UsageError
 
 __all__ = ["FORMATS", "Failure", "Summary", "decode_files", "encode_files"]
 
@@ -177,7 +178,7 @@ def encode_files(
     Args:
         codec: the tokenizer to encode with.
         inputs: files, folders, globs.
-        output: see `codec.paths`; a name ending in ".vtoks" writes one container.
+        output: see `cli.batch.paths`; a name ending in ".vtoks" writes one container.
         options: k, target PSNR, layout, refinement.
         overwrite: replace existing outputs.
         append: add to an existing container.
@@ -293,7 +294,7 @@ def decode_files(
     Args:
         codec: must hold the tokenizer that wrote the files (others are refused per file).
         inputs: files, folders, globs.
-        output: see `codec.paths`; a container's records go to a folder named after it.
+        output: see `cli.batch.paths`; a container's records go to a folder named after it.
         fmt: "png", "webp" or "jpeg".
         quality: WebP / JPEG quality (default: lossless WebP, JPEG 95).
         num_steps, seed: for sampling decoders.

@@ -22,11 +22,9 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-__all__ = ["Job", "UsageError", "image_extensions", "image_failure_reason", "plan", "safe_name"]
+from tokenizers_vis.errors import UsageError
 
-
-class UsageError(ValueError):
-    """A mistake in how the command was called (exit status 2)."""
+__all__ = ["Job", "expand", "image_extensions", "image_failure_reason", "plan", "safe_name"]
 
 
 @dataclass(frozen=True)
