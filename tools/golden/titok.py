@@ -310,8 +310,8 @@ def full_size(ref: types.SimpleNamespace, family: str, checkout: Path, only: lis
     from tokenizers_vis.convert.base import FAMILIES
 
     print(
-        "| preset | params (ours) | matched preset | max abs latent diff | ids equal | k |"
-        " max abs pixel diff ([0, 1] units) | max abs pixel | seconds |"
+        "| preset | params: reference / ours | spec = preset | max abs latent diff | ids equal |"
+        " k | max abs pixel diff ([0, 1] units) | max abs reference pixel | seconds |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for preset, yaml in PUBLISHED[family].items():
@@ -329,7 +329,9 @@ def full_size(ref: types.SimpleNamespace, family: str, checkout: Path, only: lis
         ks = [n] if family == "titok" else [16, n]
         want = reference_outputs(model, x, ks)
         plain = ref.OmegaConf.to_container(config, resolve=True)
+        ref_params = sum(p.numel() for p in model.parameters())
         converted = FAMILIES[family].convert({"model": model.state_dict()}, plain)
+        matched = converted.preset
         del model
         ours = Tokenizer(**converted.spec).eval()
         ours.load_state_dict(converted.state, strict=True)
@@ -342,7 +344,8 @@ def full_size(ref: types.SimpleNamespace, family: str, checkout: Path, only: lis
             pix = (got[f"pixels_k{k}"] - want[f"pixels_k{k}"]).abs().max().item()
             top = want[f"pixels_k{k}"].abs().max().item()
             print(
-                f"| {preset} | {params / 1e6:.2f} M | {got['preset']} | {latent:.2e} |"
+                f"| {preset} | {ref_params / 1e6:.2f} M / {params / 1e6:.2f} M | {matched} |"
+                f" {latent:.2e} |"
                 f" {same:.1f} % | {k} | {pix:.2e} | {top:.2f} | {time.time() - start:.0f} |",
                 flush=True,
             )
@@ -362,7 +365,6 @@ def vistok_outputs(tok: Any, x: torch.Tensor, ks: list[int]) -> dict[str, Any]:
     }
     for k in ks:
         out[f"pixels_k{k}"] = (decode_unclamped(tok, ids, k) + 1) / 2
-    out["preset"] = getattr(tok, "_preset", None)
     return out
 
 
