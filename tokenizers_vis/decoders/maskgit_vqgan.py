@@ -4,7 +4,7 @@ Papers: Esser et al., "Taming Transformers for High-Resolution Image Synthesis" 
 Chang et al., "MaskGIT: Masked Generative Image Transformer" (2022), whose VQGAN drops the
 non-local (attention) layers. TiTok's stage-2 decoders (Yu et al., 2024) and One-D-Piece (Miwa et
 al., 2025) predict, for every output patch, a distribution over this VQGAN's 1,024 codes and decode
-the expected code embedding with its frozen convolutional decoder (30.5 M parameters at the
+the expected code embedding with its convolutional decoder (30.5 M parameters at the
 published size). Registered as a pixel decoder, so the ViT decoder's `pixel_decoder` spec names it.
 
 Architecture: a 3x3 conv in; residual blocks at the coarsest width; then, coarse to fine, residual
