@@ -22,6 +22,7 @@ from tokenizers_vis import Tokenizer
 from tokenizers_vis.convert.base import FAMILIES, ConversionError
 from tokenizers_vis.convert.titok import Source, map_vqgan
 from tokenizers_vis.decoders.maskgit_vqgan import MaskGITVQGANDecoder
+from tokenizers_vis.presets import PRESETS
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 TOL = 1e-4
@@ -136,3 +137,31 @@ def test_heads_need_a_config_for_unpublished_widths() -> None:
     sources, _, _ = load("titok_vq8k")
     with pytest.raises(ConversionError, match="config.json"):
         FAMILIES["titok"].convert(sources, None)
+
+
+# Parameter counts of the reference models at the published sizes (bytedance/1d-tokenizer @
+# 942a96f, turingmotors/One-D-Piece @ 473665d; counted by tools/golden/titok.py --full-size).
+REFERENCE_PARAMS = {
+    "titok_l32_vq": 641_054_735,
+    "titok_b64_vq": 204_814_095,
+    "titok_s128_vq": 83_674_639,
+    "titok_bl64_vq8k": 390_016_148,
+    "titok_bl128_vq8k": 390_179_988,
+    "titok_sl256_vq8k": 330_260_884,
+    "one_d_piece_s256": 83_871_247,
+    "one_d_piece_b256": 205_256_463,
+    "one_d_piece_l256": 641_742_863,
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
+def test_published_presets_have_the_reference_parameter_count(name: str) -> None:
+    with torch.device("meta"):
+        tok = Tokenizer(**PRESETS[name])
+    ours = sum(p.numel() for p in tok.parameters())
+    enc, dec = tok.encoder, tok.decoder
+    width_e, width_d = enc.patch_positions.shape[-1], dec.patch_queries.shape[-1]
+    # Folded at conversion: the encoder's latent-token positions and class-row position, the
+    # decoder's mask token and class-row position; added: our (frozen) tail-drop mask token.
+    folded = tok.max_tokens * width_e + width_e + 2 * width_d
+    assert ours == REFERENCE_PARAMS[name] - folded + tok.quantizer.dim
