@@ -131,6 +131,12 @@ def test_missing_vqgan_and_unmapped_tensors_are_reported() -> None:
     converted = FAMILIES["titok"].convert({**sources, "model": extra}, meta["config"])
     assert converted.unmapped == ["model:decoder.extra_head.weight"]
     assert converted.preset is None  # tiny widths are no published preset
+    odp, _, odp_meta = load("one_d_piece_legacy")  # its VQGAN is inside the checkpoint
+    with pytest.raises(ConversionError, match="leave out the 'vqgan' source"):
+        FAMILIES["one_d_piece"].convert({**odp, "vqgan": sources["vqgan"]}, odp_meta["config"])
+    broken = {k: v for k, v in sources["model"].items() if k != "decoder.positional_embedding"}
+    with pytest.raises(ConversionError, match="decoder.positional_embedding"):
+        FAMILIES["titok"].convert({**sources, "model": broken}, meta["config"])
 
 
 def test_heads_need_a_config_for_unpublished_widths() -> None:

@@ -61,6 +61,12 @@ class Source:
         self.used.add(key)
         return self.tensors[key].float()
 
+    def shape(self, key: str) -> tuple[int, ...]:
+        """A tensor's shape without taking it (spec derivation)."""
+        if key not in self.tensors:
+            raise ConversionError(f"{self.name}: missing tensor {key!r}")
+        return tuple(self.tensors[key].shape)
+
     def count(self, pattern: str) -> int:
         """How many distinct integers fill `{}` in keys matching `pattern` (e.g. blocks)."""
         regex = re.compile(re.escape(pattern).replace(r"\{\}", r"(\d+)"))
@@ -96,7 +102,7 @@ def vit_shape(src: Source, part: str, cfg: dict[str, Any]) -> dict[str, Any]:
     our tiny golden fixtures do), else from the named size (which must agree with the width),
     else from the width when it is a published one."""
     short = part[:3]
-    width = src.tensors[f"{part}.positional_embedding"].shape[-1]
+    rows, width = src.shape(f"{part}.positional_embedding")
     depth = src.count(f"{part}.transformer.{{}}.")
     size = cfg.get(f"vit_{short}_model_size")
     if f"vit_{short}_num_heads" in cfg:
@@ -115,21 +121,20 @@ def vit_shape(src: Source, part: str, cfg: dict[str, Any]) -> dict[str, Any]:
             f"model: {part} width {width} is no published size; pass the config.json that"
             f" names vit_{short}_model_size"
         )
-    grid = math.isqrt(src.tensors[f"{part}.positional_embedding"].shape[0] - 1)
+    grid = math.isqrt(rows - 1)
     return {"width": width, "depth": depth, "num_heads": heads, "grid": grid}
 
 
-def vqgan_shape(tensors: dict[str, Tensor], prefix: str) -> dict[str, Any]:
+def vqgan_shape(src: Source, prefix: str) -> dict[str, Any]:
     """The MaskGIT-VQGAN decoder's size parameters from its tensors under `prefix`."""
-    levels = len({k.split(".")[2] for k in tensors if k.startswith(f"{prefix}up.")})
-    widths = [tensors[f"{prefix}up.{i}.block.0.conv2.weight"].shape[0] for i in range(levels)]
+    levels = src.count(f"{prefix}up.{{}}.")
+    widths = [src.shape(f"{prefix}up.{i}.block.0.conv2.weight")[0] for i in range(levels)]
     channels = math.gcd(*widths)
-    blocks = len({k.split(".")[4] for k in tensors if k.startswith(f"{prefix}up.0.block.")})
     return {
         "channels": channels,
         "channel_mult": [w // channels for w in widths],
-        "num_res_blocks": blocks,
-        "code_dim": tensors[f"{prefix}conv_in.weight"].shape[1],
+        "num_res_blocks": src.count(f"{prefix}up.0.block.{{}}."),
+        "code_dim": src.shape(f"{prefix}conv_in.weight")[1],
     }
 
 
@@ -139,11 +144,11 @@ def derive_spec(model: Source, vqgan: Source | None, config: dict[str, Any] | No
     legacy = "decoder.ffn.2.weight" in model
     enc = vit_shape(model, "encoder", cfg)
     dec = vit_shape(model, "decoder", cfg)
-    enc_patch = model.tensors["encoder.patch_embed.weight"].shape[-1]
+    enc_patch = model.shape("encoder.patch_embed.weight")[-1]
     image_size = enc["grid"] * enc_patch
-    codebook, dim = model.tensors["quantize.embedding.weight"].shape
+    codebook, dim = model.shape("quantize.embedding.weight")
     normalize = bool(cfg.get("use_l2_norm", legacy))
-    spec = titok_spec("B", "B", model.tensors["latent_tokens"].shape[0], vq8k=not legacy)
+    spec = titok_spec("B", "B", model.shape("latent_tokens")[0], vq8k=not legacy)
     spec["image_size"] = image_size
     spec["quantizer"] |= {"codebook_size": codebook, "dim": dim, "normalize": normalize}
     for part, shape, patch in (("encoder", enc, enc_patch), ("decoder", dec, None)):
@@ -151,15 +156,20 @@ def derive_spec(model: Source, vqgan: Source | None, config: dict[str, Any] | No
         spec[part]["patch_size"] = patch or image_size // shape["grid"]
     if legacy:
         if "pixel_decoder.conv_in.weight" in model:
-            sizes = vqgan_shape(model.tensors, "pixel_decoder.")
+            if vqgan is not None:
+                raise ConversionError(
+                    "model: already holds the MaskGIT-VQGAN decoder (pixel_decoder.*);"
+                    " leave out the 'vqgan' source"
+                )
+            sizes = vqgan_shape(model, "pixel_decoder.")
         elif vqgan is not None:
-            sizes = vqgan_shape(vqgan.tensors, "decoder.")
+            sizes = vqgan_shape(vqgan, "decoder.")
         else:
             raise ConversionError(
                 "model: no pixel_decoder.* tensors; this TiTok decodes through the MaskGIT-VQGAN,"
                 " so pass its published weights as the 'vqgan' source"
             )
-        codes = model.tensors["decoder.ffn.2.weight"].shape[0]
+        codes = model.shape("decoder.ffn.2.weight")[0]
         spec["decoder"]["pixel_decoder"] = {"name": "maskgit_vqgan", "codebook_size": codes}
         spec["decoder"]["pixel_decoder"] |= sizes
     return spec
