@@ -396,16 +396,55 @@ def decode_unclamped(tok: Any, ids: torch.Tensor, k: int) -> torch.Tensor:
     return tok.decoder.sample(tokens, key_mask)
 
 
+@torch.no_grad()
+def vqgan_full_size(ref: types.SimpleNamespace) -> None:
+    """The published-size MaskGIT-VQGAN decoder alone: where the stage-2 pixel differences arise.
+
+    Random peaked code distributions (b 16 16 1024) are mixed and decoded by the reference and by
+    vistok (`forward`: our own mixture), and vistok also decodes the reference's mixture itself
+    (`decode_codes`): the second isolates the convolutional decoder."""
+    sys.path.insert(0, str(ROOT))
+    from tokenizers_vis.convert.titok import Source, map_vqgan
+    from tokenizers_vis.decoders.maskgit_vqgan import MaskGITVQGANDecoder
+
+    conf = vqgan_conf(ref, 128, [1, 1, 2, 2, 4], 2, 256)
+    holder = torch.nn.ModuleDict(
+        {"decoder": ref.vqgan.Decoder(conf), "quantize": ref.vqgan.VectorQuantizer(1024, 256, 0.25)}
+    ).eval()
+    perturb(holder, seed=13, unit=UNIT[1:])
+    g = torch.Generator().manual_seed(4)
+    probs = (30 * torch.randn(2, 16, 16, 1024, generator=g)).softmax(-1)  # (b h w c)
+    mixture = torch.einsum("bhwc,cd->bdhw", probs, holder["quantize"].embedding.weight)
+    want = holder["decoder"](mixture)  # (b 3 256 256), [0, 1] units
+    state = {f"{k}": v for k, v in holder.state_dict().items()}
+    ours = MaskGITVQGANDecoder().eval()
+    ours.load_state_dict(
+        map_vqgan(Source("vqgan", state), "decoder.", "quantize.embedding.weight", "")
+    )
+    end_to_end = ((ours(probs) + 1) / 2 - want).abs().max().item()
+    same_input = ((ours.decode_codes(mixture) + 1) / 2 - want).abs().max().item()
+    print(
+        f"| maskgit_vqgan (published size) | mixture + decoder: {end_to_end:.2e} |"
+        f" decoder on the reference's mixture: {same_input:.2e} | max abs pixel"
+        f" {want.abs().max().item():.2f} |"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--family", choices=sorted(REPOS), required=True)
     parser.add_argument("--reference", type=Path, required=True, help="the reference checkout")
     parser.add_argument("--full-size", action="store_true", help="compare every published size")
     parser.add_argument("--only", nargs="*", default=[], help="full size: these presets only")
+    parser.add_argument(
+        "--vqgan-full-size", action="store_true", help="the published MaskGIT-VQGAN alone"
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(0)  # the reference initialises with the global RNG
     ref = import_reference(args.reference.resolve())
-    if args.full_size:
+    if args.vqgan_full_size:
+        vqgan_full_size(ref)
+    elif args.full_size:
         full_size(ref, args.family, args.reference.resolve(), args.only)
     elif args.family == "titok":
         fixture(ref, "titok", "legacy", args.reference)
