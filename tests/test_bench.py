@@ -64,9 +64,9 @@ def test_titok_encoder_counts_about_58_gflop():
 
 
 def test_model_list_and_bad_sections():
-    assert bench.model_list("emoji32, titok_b64_vq@1+4") == [
+    assert bench.model_list("emoji32, vit_b16_k64_vq@1+4") == [
         ("emoji32", None),
-        ("titok_b64_vq", (1, 4)),
+        ("vit_b16_k64_vq", (1, 4)),
     ]
     assert bench.main(["--sections", "peak,nope"]) == 2  # argparse's one line, through `run`
 
