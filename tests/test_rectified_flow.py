@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from einops import rearrange
 
 from tokenizers_vis.decoders.rectified_flow import RectifiedFlowDecoder
 from tokenizers_vis.layers.repa import repa_cosine_distance
@@ -222,24 +223,22 @@ class StubTeacher(torch.nn.Module):
         return self.conv(images)
 
 
-def test_repa_term_trains_the_projector_and_needs_a_teacher() -> None:
+def test_repa_features_train_the_projector_and_the_blocks() -> None:
     dec = decoder(repa_layer=1, repa_dim=8).train()
     x, _, tokens = inputs()
-    with pytest.raises(RuntimeError, match="teacher"):
-        dec(tokens, None, images=x.clamp(-1, 1))
-    stub = StubTeacher()
-    dec.attach_teacher(stub)
-    assert not any("teacher" in k or "conv" in k for k in dec.state_dict())
     out = dec(tokens, None, images=x.clamp(-1, 1))
-    term = out.losses["repa/cosine_distance"]
+    assert dec.feature_dim == 8 and out.features.shape == (2, 8, 4, 4)  # on the 4x4 patch grid
+    stub = StubTeacher().requires_grad_(False)
+    projected = rearrange(out.features, "b f gh gw -> b (gh gw) f")
+    term = repa_cosine_distance(projected, stub(x.clamp(-1, 1)), (4, 4))
     assert 0 <= term <= 2
     term.backward()
     assert dec.repa_projector.mlp.fc1.weight.grad.abs().sum() > 0
     assert dec.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
-    assert stub.conv.weight.grad is None  # frozen
-    assert decoder().repa_projector is None  # off by default
-    with pytest.raises(ValueError, match="repa_dim"):
-        decoder(repa_layer=1, repa_dim=16).attach_teacher(stub)
+    assert dec.blocks[1].attn.qkv.weight.grad is None  # read after block 1
+    plain = decoder()
+    assert plain.repa_projector is None and plain.feature_dim is None  # off by default
+    assert plain(tokens, None, images=x.clamp(-1, 1)).features is None
 
 
 def test_repa_distance_per_patch_and_pooled() -> None:
@@ -328,10 +327,13 @@ def test_repa_in_the_system_with_a_local_timm_teacher() -> None:
         TokenizerSystem(tiny_rf_spec(repa_layer=1), repa_teacher=teacher)
     system = TokenizerSystem(tiny_rf_spec(repa_layer=1, repa_dim=64), repa_teacher=teacher)
     assert all(k.startswith("tokenizer.") for k in system.state_dict())
-    out = system.tokenizer.train()(torch.rand(2, 3, 16, 16) * 2 - 1)
-    assert 0 <= out.losses["repa/cosine_distance"] <= 2
-    weighted = system.weighted(out.losses)
-    expected = out.losses["flow/mse"] + 0.5 * out.losses["repa/cosine_distance"]
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    out = system.tokenizer.train()(images)
+    assert "repa/cosine_distance" not in out.losses  # the system owns the term and its teacher
+    terms = {**out.losses, **system.repa_terms(out.features, images)}
+    assert 0 <= terms["repa/cosine_distance"] <= 2
+    weighted = system.weighted(terms)
+    expected = terms["flow/mse"] + 0.5 * terms["repa/cosine_distance"]
     torch.testing.assert_close(weighted, expected)
 
 

@@ -69,6 +69,8 @@ class TokenizerOutput:
         lengths: (b,) prefix length the decoder saw for each sample.
         losses: unweighted named terms from the quantizer and decoder.
         stats: detached scalars to log.
+        features: (b f gh gw) the decoder's alignment features (`DecoderOutput.features`), or
+            None.
     """
 
     images: Tensor
@@ -76,6 +78,7 @@ class TokenizerOutput:
     lengths: Tensor
     losses: dict[str, Tensor] = field(default_factory=dict)
     stats: dict[str, Tensor] = field(default_factory=dict)
+    features: Tensor | None = None
 
 
 class Tokenizer(nn.Module):
@@ -143,7 +146,7 @@ class Tokenizer(nn.Module):
         tokens, key_mask = self.token_drop(q.codes, lengths)  # (b K d), (b K) | None
         out = self.decoder(tokens, key_mask, images=images)
         losses = {**q.losses, **out.losses}
-        return TokenizerOutput(out.images, q.ids, lengths, losses, dict(q.stats))
+        return TokenizerOutput(out.images, q.ids, lengths, losses, dict(q.stats), out.features)
 
     @torch.no_grad()
     def encode(self, images: Tensor, num_tokens: int | Tensor | None = None) -> Tokens:

@@ -13,16 +13,17 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from einops import rearrange, repeat
+from einops import repeat
 from torch import Tensor, nn
 
-from tokenizers_vis.decoders.base import DecoderOutput
+from tokenizers_vis.decoders.base import Decoder, DecoderOutput
+from tokenizers_vis.layers.patches import patches_and_tokens_mask, unpatchify
 from tokenizers_vis.layers.transformer import Transformer, init_weights, learned_positions
 from tokenizers_vis.registry import DECODERS
 
 
 @DECODERS.register("vit_1d")
-class ViT1DDecoder(nn.Module):
+class ViT1DDecoder(Decoder):
     """tokens (b n d) -> images (b 3 h w).
 
     Args:
@@ -70,7 +71,8 @@ class ViT1DDecoder(nn.Module):
     def forward(
         self, tokens: Tensor, key_mask: Tensor | None = None, images: Tensor | None = None
     ) -> DecoderOutput:
-        """tokens (b n d), key_mask (b n) True = visible -> DecoderOutput(images (b 3 h w))."""
+        """tokens (b n d), key_mask (b n) True = visible -> DecoderOutput(images (b 3 h w)), the
+        reconstruction (`images` is unused: the decoder owns no loss)."""
         return DecoderOutput(images=self._decode(tokens, key_mask))
 
     def sample(
@@ -88,18 +90,7 @@ class ViT1DDecoder(nn.Module):
         b, n, _ = tokens.shape
         latents = self.token_in(tokens) + self.token_positions[:, :n]  # (b n w)
         queries = repeat(self.patch_queries, "1 p w -> b p w", b=b)  # (b p w)
-        attn_mask = None
-        if key_mask is not None:
-            keys = torch.cat(
-                [torch.ones_like(key_mask[:, :1]).expand(b, queries.shape[1]), key_mask], 1
-            )
-            attn_mask = rearrange(keys, "b l -> b 1 1 l")  # (b 1 1 p+n): every query, same keys
+        p = queries.shape[1]
+        attn_mask = patches_and_tokens_mask(key_mask, p)  # (b 1 1 p+n) | None
         x = self.transformer(torch.cat([queries, latents], dim=1), attn_mask)  # (b p+n w)
-        pixels = self.to_pixels(x[:, : queries.shape[1]])  # (b p (ph pw c))
-        return rearrange(
-            pixels,
-            "b (gh gw) (ph pw c) -> b c (gh ph) (gw pw)",
-            gh=self.grid,
-            ph=self.patch_size,
-            pw=self.patch_size,
-        )
+        return unpatchify(self.to_pixels(x[:, :p]), self.grid, self.patch_size)  # (b 3 h w)

@@ -16,9 +16,11 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from tokenizers_vis.layers.repa import repa_cosine_distance
 from tokenizers_vis.losses.adversarial import (
     PatchDiscriminator,
     adaptive_weight,
@@ -205,14 +207,13 @@ class TokenizerSystem(L.LightningModule):
             )
             self._teacher.append(teacher)
         self._repa_teacher: list[FeatureCache] = []  # REPA's cached teacher, same reasons
-        decoder = self.tokenizer.decoder
-        if getattr(decoder, "repa_layer", None) is not None:
+        feature_dim = self.tokenizer.decoder.feature_dim  # the layer REPA aligns, if any
+        if feature_dim is not None:
             teacher = build_teacher(repa_teacher or {"name": "inception"})
-            if teacher.num_features != decoder.repa_dim:
+            if teacher.num_features != feature_dim:
                 raise ValueError(f"repa_teacher gives {teacher.num_features} features; set the "
-                                 f"decoder's repa_dim to it (now {decoder.repa_dim})")  # fmt: skip
+                                 f"decoder's repa_dim to it (now {feature_dim})")  # fmt: skip
             self._repa_teacher.append(FeatureCache(teacher))
-            decoder.attach_teacher(self._repa_teacher[0])
         self.automatic_optimization = False  # two optimizers (tokenizer, discriminator)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TokenizerSystem:
@@ -283,6 +284,14 @@ class TokenizerSystem(L.LightningModule):
         features = self._teacher[0](images)  # (b f): cached, no gradient
         return self.semantic(codes, features, lengths)
 
+    def repa_terms(self, features: Tensor, images: Tensor) -> dict[str, Tensor]:
+        """REPA: the decoder's projected patch features (b f gh gw) against the frozen teacher's
+        features of the clean `images` (cached, no gradient), unweighted."""
+        target = self._repa_teacher[0](images)  # (b f) or (b f h' w')
+        projected = rearrange(features, "b f gh gw -> b (gh gw) f")
+        grid = (features.shape[2], features.shape[3])
+        return {"repa/cosine_distance": repa_cosine_distance(projected, target, grid)}
+
     def gan_active(self) -> bool:
         return (
             self.discriminator is not None and self.generator_steps() >= self.hparams.gan_start_step
@@ -304,6 +313,8 @@ class TokenizerSystem(L.LightningModule):
         terms = {**self.reconstruction_terms(out.images, images), **out.losses}
         if self.semantic is not None:
             terms |= self.semantic_terms(seen[-1], images, out.lengths)
+        if out.features is not None:
+            terms |= self.repa_terms(out.features, images)
         loss = self.weighted(terms)
         if self.gan_active():
             gan = hinge_generator_loss(self.discriminator(out.images))
@@ -351,7 +362,8 @@ class TokenizerSystem(L.LightningModule):
         """Log PSNR at every k of `eval_tokens`; return the batch's ids (b K g) for callbacks."""
         images = batch[0]
         ids = None
-        generative = getattr(self.tokenizer.decoder, "generative", False)
+        # A generative decoder's training images are an estimate, not a decode (DecoderOutput).
+        generative = self.tokenizer.decoder.generative
         for k in self.eval_tokens:
             out = self.tokenizer(images, num_tokens=k)
             recon = out.images
