@@ -63,7 +63,7 @@ def test_attention_mask_layout() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(DROP_SPECS))
-@pytest.mark.parametrize("sampling", ["uniform", "pow2", "uniform_pow2"])
+@pytest.mark.parametrize("sampling", ["uniform", "pow2", "uniform_pow2", "uniform_or_pow2"])
 def test_token_drop_sampling_range(name: str, sampling: str) -> None:
     drop = TOKEN_DROPS.build({**DROP_SPECS[name], "sampling": sampling}, max_tokens=16, dim=3)
     lengths = drop.sample_lengths(2000, torch.device("cpu"))

@@ -64,6 +64,7 @@ FULL = {  # encoder depth, decoder depth; width = 64 * depth (head_dim 64)
     "d28": (18, 28),
 }
 LEVELS = [8, 8, 8, 5, 5, 5]
+VAE_GROUPS = [32]  # GroupNorm groups of the VAE the reference was built with
 
 
 def target(name: str, **kwargs: Any) -> dict[str, Any]:
@@ -306,6 +307,7 @@ def build(size: dict[str, Any], cfg: dict[str, Any]) -> torch.nn.Module:
     from hydra.utils import instantiate
 
     vae = size["vae"]
+    VAE_GROUPS[:] = [vae["norm_num_groups"]]
     vae_wrapper.VAE_BASE_CFG.update(  # the VAE architecture the size asks for (kept in memory)
         block_out_channels=vae["block_out_channels"],
         down_block_types=["DownEncoderBlock2D"] * len(vae["block_out_channels"]),
@@ -417,8 +419,12 @@ def save(
         value = value.detach().contiguous()
         tensors[f"model.{key}"] = value.half() if half and value.is_floating_point() else value
     tensors.update({f"out.{key}": value.contiguous() for key, value in out.items()})
+    # The VAE's GroupNorm groups come from the reference's VAE base config (patched in memory for
+    # the tiny VAE), not from the hydra config: record them where the converter reads them.
+    saved = json.loads(json.dumps(cfg))
+    saved["vae"]["norm_num_groups"] = VAE_GROUPS[0]
     metadata = {
-        "config": json.dumps(cfg),
+        "config": json.dumps(saved),
         "reference": "apple/ml-flextok",
         "commit": commit(reference),
         "weights": "fp16-representable random weights (seeded); stored as fp16" if half else "fp32",
