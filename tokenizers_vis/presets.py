@@ -46,8 +46,8 @@ def _rf(patch: int, width: int, depth: int, heads: int, **extra: Any) -> dict[st
 
 # FlexTok's VAE (the `EPFL-VILAB/flextok_vae_c16` architecture): Stable Diffusion's layout, 16
 # latent channels, 8x down. The scaling factor is the published model's own (its config.json);
-# `convert/flextok.py` sets it. To start a new FlexTok from a pretrained VAE, give both halves its
-# local diffusers directory: encoder={"vae": {"weights": DIR}}, decoder={"vae": {"weights": DIR}}.
+# `convert/flextok.py` sets it. A new FlexTok on a pretrained VAE (a local diffusers directory):
+# `convert.flextok.flextok_with_vae("flextok_d12", DIR)`.
 FLEXTOK_VAE: dict[str, Any] = {
     "latent_channels": 16,
     "block_out_channels": [128, 256, 512, 512],

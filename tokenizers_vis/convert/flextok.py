@@ -18,6 +18,8 @@ encoder is stored twice (the tokenizer's encoder encodes images, the decoder its
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +28,9 @@ from torch import Tensor
 
 from tokenizers_vis.convert.base import ConversionError, Converted, Family, register_family
 from tokenizers_vis.layers.transformer import sincos_2d_positions
-from tokenizers_vis.presets import PRESETS
+from tokenizers_vis.layers.vae import load_autoencoder_kl
+from tokenizers_vis.presets import PRESETS, preset_spec
+from tokenizers_vis.tokenizer import Tokenizer
 
 ENC, DEC = "encoder.module_dict.", "decoder.module_dict."
 VAE = "vae.vae."
@@ -293,3 +297,33 @@ def decoder_tensors(src: Source, spec: dict[str, Any]) -> dict[str, Tensor]:
         theirs, ours = DEC + f"dec_transformer.blocks.{i}.", f"decoder.blocks.{i}."
         out |= block_tensors(src, theirs, ours, adaln=True)
     return out
+
+
+def flextok_with_vae(preset: str, vae: str | Path, **overrides: Any) -> Tokenizer:
+    """A new FlexTok-architecture tokenizer on a pretrained VAE (e.g. FlexTok's own
+    `flextok_vae_c16`, downloaded by the user): `vae` is a local diffusers `AutoencoderKL`
+    directory whose config.json gives the architecture and scaling factor and whose weights
+    fill all three VAE halves. Encoder, quantizer and decoder start untrained; nothing downloads.
+
+    Args:
+        preset: "flextok_d12", "flextok_d18" or "flextok_d28".
+        vae: the local AutoencoderKL directory.
+        overrides: merged into the preset's spec (e.g. image_size).
+    """
+    path = Path(vae)
+    if not (path / "config.json").is_file():
+        raise ConversionError(f"{path} holds no AutoencoderKL config.json")
+    config = json.loads((path / "config.json").read_text())
+    keys = ("latent_channels", "block_out_channels", "layers_per_block", "norm_num_groups")
+    arch = {k: config[k] for k in keys if k in config}
+    arch["scaling_factor"] = float(config.get("scaling_factor") or 1.0)
+    arch["shift_factor"] = float(config.get("shift_factor") or 0.0)
+    for part in ("encoder", "decoder"):
+        overrides[part] = {**overrides.get(part, {}), "vae": arch}
+    spec = preset_spec(preset, **overrides)
+    for part in ("encoder", "decoder"):  # the preset's VAE keys are replaced, not merged
+        spec[part]["vae"] = arch
+    tokenizer = Tokenizer(**spec)
+    for half in (tokenizer.encoder.vae, *tokenizer.decoder.latent_vae.values()):
+        load_autoencoder_kl(half, path)
+    return tokenizer

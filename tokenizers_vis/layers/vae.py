@@ -40,9 +40,6 @@ class VAEEncoder(nn.Module):
         norm_num_groups: GroupNorm groups.
         scaling_factor, shift_factor: latents are (mean - shift) * scale, the normalisation a
             flow model is trained on (FlexTok: scale only).
-        weights: a local diffusers `AutoencoderKL` directory to take this half's weights from
-            when building (a pretrained VAE for a new tokenizer); None keeps diffusers' random
-            initialisation. Either way the weights then live in the tokenizer's state dict.
     """
 
     def __init__(
@@ -53,7 +50,6 @@ class VAEEncoder(nn.Module):
         norm_num_groups: int = 32,
         scaling_factor: float = 1.0,
         shift_factor: float = 0.0,
-        weights: str | None = None,
     ) -> None:
         super().__init__()
         from diffusers.models.autoencoders.vae import Encoder
@@ -73,8 +69,6 @@ class VAEEncoder(nn.Module):
         self.latent_channels = latent_channels
         self.factor = vae_downsampling(list(block_out_channels))
         self.scaling_factor, self.shift_factor = scaling_factor, shift_factor
-        if weights is not None:
-            load_autoencoder_kl(self, weights)
 
     def forward(self, images: Tensor) -> Tensor:
         """images (b 3 h w) -> scaled latent means (b c h/f w/f)."""
@@ -94,7 +88,6 @@ class VAEDecoder(nn.Module):
         norm_num_groups: int = 32,
         scaling_factor: float = 1.0,
         shift_factor: float = 0.0,
-        weights: str | None = None,
     ) -> None:
         super().__init__()
         from diffusers.models.autoencoders.vae import Decoder
@@ -113,8 +106,6 @@ class VAEDecoder(nn.Module):
         self.latent_channels = latent_channels
         self.factor = vae_downsampling(list(block_out_channels))
         self.scaling_factor, self.shift_factor = scaling_factor, shift_factor
-        if weights is not None:
-            load_autoencoder_kl(self, weights)
 
     def forward(self, latents: Tensor) -> Tensor:
         """scaled latents (b c s s) -> images (b 3 s*f s*f)."""

@@ -300,8 +300,35 @@ def config(size: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build(size: dict[str, Any], cfg: dict[str, Any]) -> torch.nn.Module:
-    """Instantiate the reference, on SDPA, with seeded, perturbed, fp16-representable weights."""
+def full_size(name: str, images: int = 1) -> dict[str, Any]:
+    """A published size: 256 px, the published VAE architecture, 256 registers."""
+    enc_depth, dec_depth = FULL[name]
+    return {
+        "image_size": 256,
+        "vae": PUBLISHED_VAE,
+        "enc_dim": 64 * enc_depth,
+        "enc_depth": enc_depth,
+        "dec_dim": 64 * dec_depth,
+        "dec_depth": dec_depth,
+        "registers": 256,
+        "images": images,
+        "ks": [1, 16, 256],
+        "steps": 0,
+    }
+
+
+def saved_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config as stored beside the weights, plus the VAE's GroupNorm groups: those come from
+    the reference's VAE base config (patched in memory for the tiny VAE), not from the hydra
+    config, so they are recorded where the converter reads them."""
+    saved = json.loads(json.dumps(cfg))
+    saved["vae"]["norm_num_groups"] = VAE_GROUPS[0]
+    return saved
+
+
+def build(size: dict[str, Any], cfg: dict[str, Any], half: bool = True) -> torch.nn.Module:
+    """Instantiate the reference, on SDPA, with seeded, perturbed weights (fp16-representable
+    when `half`, so the fixture stores them losslessly as fp16)."""
     import flextok.vae_wrapper as vae_wrapper
     from flextok.model.layers.attention import FlexAttention
     from hydra.utils import instantiate
@@ -327,7 +354,9 @@ def build(size: dict[str, Any], cfg: dict[str, Any]) -> torch.nn.Module:
                 continue  # fixed sin-cos table, not a weight
             fan_in = p.shape[1] if p.dim() == 2 else max(p[0].numel(), 1) if p.dim() > 2 else 16
             noise = torch.randn(p.shape, generator=generator) * min(0.5, fan_in**-0.5)
-            p.add_(noise).copy_(p.half().float())
+            p.add_(noise)
+            if half:
+                p.copy_(p.half().float())
     return model
 
 
@@ -419,12 +448,8 @@ def save(
         value = value.detach().contiguous()
         tensors[f"model.{key}"] = value.half() if half and value.is_floating_point() else value
     tensors.update({f"out.{key}": value.contiguous() for key, value in out.items()})
-    # The VAE's GroupNorm groups come from the reference's VAE base config (patched in memory for
-    # the tiny VAE), not from the hydra config: record them where the converter reads them.
-    saved = json.loads(json.dumps(cfg))
-    saved["vae"]["norm_num_groups"] = VAE_GROUPS[0]
     metadata = {
-        "config": json.dumps(saved),
+        "config": json.dumps(saved_config(cfg)),
         "reference": "apple/ml-flextok",
         "commit": commit(reference),
         "weights": "fp16-representable random weights (seeded); stored as fp16" if half else "fp32",
@@ -446,25 +471,13 @@ def main() -> None:
     sys.modules.pop("flextok", None)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     if args.full_size:
-        enc_depth, dec_depth = FULL[args.full_size]
-        size = {
-            "image_size": 256,
-            "vae": PUBLISHED_VAE,
-            "enc_dim": 64 * enc_depth,
-            "enc_depth": enc_depth,
-            "dec_dim": 64 * dec_depth,
-            "dec_depth": dec_depth,
-            "registers": 256,
-            "images": 1,
-            "ks": [1, 256],
-            "steps": 0,
-        }
+        size = full_size(args.full_size)
         path = args.out or Path(f"/tmp/flextok_{args.full_size}_full.safetensors")
     else:
         size = TINY
         path = args.out or Path("tests/fixtures/golden/flextok_tiny.safetensors")
     cfg = config(size)
-    model = build(size, cfg)
+    model = build(size, cfg, half=not args.full_size)
     out = run(model, size)
     save(model, out, cfg, path, args.reference, half=not args.full_size)
 
