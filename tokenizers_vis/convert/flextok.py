@@ -44,7 +44,7 @@ PUBLISHED = {
 # FlexBlockAdaLN's chunks are (gate_msa, gate_mlp, shift_msa, scale_msa, shift_mlp, scale_mlp);
 # ours (AdaLNZeroBlock) are (shift1, scale1, gate1, shift2, scale2, gate2).
 ADALN_ORDER = [2, 3, 0, 4, 5, 1]
-SAMPLINGS = {"uniform": "uniform", "pow2": "pow2", "uniform_pow2": "uniform_pow2"}
+FLEXTOK_SAMPLINGS = ("uniform", "pow2", "uniform_pow2")
 
 
 class Source:
@@ -167,7 +167,8 @@ def flextok_spec(src: Source, config: dict[str, Any] | None) -> tuple[dict[str, 
     sampling = config_value(
         config, "decoder.module_dict.dec_nested_dropout.size_sampling_mode", "pow2"
     )
-    base["token_drop"]["sampling"] = SAMPLINGS.get(sampling, "pow2")
+    # Training-only; FlexTok's three modes have the same names here ("k=..." lists fall back).
+    base["token_drop"]["sampling"] = sampling if sampling in FLEXTOK_SAMPLINGS else "pow2"
     shape = {"patch_size": patch, "vae": vae}
     base["encoder"] |= shape | width_depth(enc_width, enc_depth, head_dim)
     max_timestep = config_value(

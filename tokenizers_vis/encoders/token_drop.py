@@ -11,7 +11,7 @@ lengths in one batch).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from einops import rearrange
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from tokenizers_vis.registry import TOKEN_DROPS
 
 Sampling = Literal["uniform", "pow2", "uniform_pow2", "uniform_or_pow2"]
-SAMPLINGS = ("uniform", "pow2", "uniform_pow2", "uniform_or_pow2")
+SAMPLINGS = get_args(Sampling)
 
 
 @TOKEN_DROPS.register("nested_dropout")

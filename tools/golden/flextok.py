@@ -71,17 +71,16 @@ def target(name: str, **kwargs: Any) -> dict[str, Any]:
     return {"_target_": name, **kwargs}
 
 
-def config(size: dict[str, Any]) -> dict[str, Any]:
-    """A hydra config of the whole FlexTok model, structured as the published ones are."""
-    vae = size["vae"]
-    c, f = vae["latent_channels"], 2 ** (len(vae["block_out_channels"]) - 1)
-    grid = size["image_size"] // f // 2
-    enc, dec, n = size["enc_dim"], size["dec_dim"], size["registers"]
-    m = "flextok.model."
-    packer = m + "preprocessors.flex_seq_packing.BlockWiseSequencePacker"
-    to_last = {"_target_": m + "utils.dict_ops.channels_first_to_last", "_partial_": True}
-    to_first = {"_target_": m + "utils.dict_ops.channels_last_to_first", "_partial_": True}
-    encoder = {
+M = "flextok.model."
+PACKER = M + "preprocessors.flex_seq_packing.BlockWiseSequencePacker"
+TO_LAST = {"_target_": M + "utils.dict_ops.channels_first_to_last", "_partial_": True}
+TO_FIRST = {"_target_": M + "utils.dict_ops.channels_last_to_first", "_partial_": True}
+
+
+def encoder_modules(c: int, dim: int, depth: int, n: int, grid: int) -> dict[str, Any]:
+    """The encoder's module_dict: VAE latents -> 2x2 patches + sin-cos -> registers -> FSQ dims."""
+    m, packer, to_last, enc = M, PACKER, TO_LAST, dim
+    return {
         "enc_channels_to_last": target(
             m + "utils.dict_ops.PerSampleOp",
             read_key="vae_latents",
@@ -132,7 +131,7 @@ def config(size: dict[str, Any]) -> dict[str, Any]:
             input_seq_read_key="enc_packed_seq",
             output_seq_write_key="enc_packed_seq",
             dim=enc,
-            depth=size["enc_depth"],
+            depth=depth,
             block_mask_read_key="enc_block_mask",
         ),
         "enc_unpacker": target(
@@ -151,7 +150,12 @@ def config(size: dict[str, Any]) -> dict[str, Any]:
             use_mup_readout=False,
         ),
     }
-    decoder = {
+
+
+def decoder_modules(c: int, dim: int, depth: int, n: int, grid: int) -> dict[str, Any]:
+    """The decoder's module_dict: codes + noisy latents -> velocity, as the published ones are."""
+    m, packer, to_last, to_first, dec = M, PACKER, TO_LAST, TO_FIRST, dim
+    return {
         "dec_from_latents": target(
             m + "preprocessors.linear.LinearLayer",
             read_key="quants",
@@ -227,7 +231,7 @@ def config(size: dict[str, Any]) -> dict[str, Any]:
             input_seq_read_key="dec_packed_seq",
             output_seq_write_key="dec_packed_seq",
             dim=dec,
-            depth=size["dec_depth"],
+            depth=depth,
             block_mask_read_key="dec_block_mask",
             adaLN_emb_read_key="dec_temb",
             adaLN_packing_fn_read_key="dec_emb_packing_fn",
@@ -256,6 +260,16 @@ def config(size: dict[str, Any]) -> dict[str, Any]:
             per_sample_op=to_first,
         ),
     }
+
+
+def config(size: dict[str, Any]) -> dict[str, Any]:
+    """A hydra config of the whole FlexTok model, structured as the published ones are."""
+    vae = size["vae"]
+    c, f = vae["latent_channels"], 2 ** (len(vae["block_out_channels"]) - 1)
+    grid = size["image_size"] // f // 2
+    n = size["registers"]
+    encoder = encoder_modules(c, size["enc_dim"], size["enc_depth"], n, grid)
+    decoder = decoder_modules(c, size["dec_dim"], size["dec_depth"], n, grid)
     wrapper = "flextok.model.utils.wrappers.SequentialModuleDictWrapper"
     return {
         "_target_": "flextok.flextok_wrapper.FlexTok",
