@@ -110,3 +110,11 @@ def test_without_config_the_scaling_factor_is_refused() -> None:
     model, _, _ = load_fixture()
     with pytest.raises(ConversionError, match="scaling factor"):
         FAMILIES["flextok"].convert({"model": model}, None)
+
+
+def test_converted_directory_is_self_contained(golden, tmp_path: Path) -> None:
+    tok, out, inputs = golden
+    tok.save_pretrained(tmp_path / "flextok")
+    loaded = Tokenizer.from_pretrained(tmp_path / "flextok").eval()
+    assert any(key.startswith("encoder.vae.") for key in loaded.state_dict())  # the VAE travels
+    assert torch.equal(loaded.encode(inputs["images"]).ids[..., 0], out["ids"])
