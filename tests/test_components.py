@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tokenizers_vis.encoders.vit_1d import attention_mask, raw_reshape
+from tokenizers_vis.layers.transformer import Transformer, sincos_2d_positions
 from tokenizers_vis.registry import DECODERS, ENCODERS, PIXEL_DECODERS, TOKEN_DROPS
 
 SHARED = {"image_size": 16, "num_tokens": 6}
@@ -27,7 +28,7 @@ PIXEL_DECODER_SPECS = {
 }  # fmt: skip
 # The options the published TiTok / One-D-Piece networks need, held to the same contracts.
 PUBLISHED = {"class_token": True, "ln_pre": True, "norm_eps": 1e-5}
-ENCODER_VARIANTS = ENCODER_SPECS | {
+ENCODER_VARIANTS = ENCODER_SPECS | {  # options published models need
     "vit_1d+published": ENCODER_SPECS["vit_1d"] | PUBLISHED | {"code_head": "raw_reshape"},
     "registers+class_token": ENCODER_SPECS["registers"] | {"class_token": True},
 }
@@ -37,6 +38,21 @@ DECODER_VARIANTS = DECODER_SPECS | {
     | PUBLISHED
     | {"patch_size": 2, "pixel_decoder": PIXEL_DECODER_SPECS["maskgit_vqgan"]},
 }
+TINY_VAE = {"latent_channels": 4, "block_out_channels": [8, 8], "norm_num_groups": 4}
+FLEXTOK_ENCODERS = {
+    "registers+flextok": {
+        **ENCODER_SPECS["registers"],
+        "patch_size": 2,
+        "qk_norm": True,
+        "positions": "sincos2d",
+        "vae": TINY_VAE,
+        "mlp": "swiglu",
+        "bias": False,
+        "norm_affine": False,
+        "norm_eps": 1e-5,
+    },
+}
+ALL_ENCODERS = ENCODER_VARIANTS | FLEXTOK_ENCODERS
 DROP_SPECS = {
     "nested_dropout": {"name": "nested_dropout", "sampling": "pow2"},
     "tail_drop": {"name": "tail_drop", "sampling": "uniform"},
@@ -49,9 +65,9 @@ def test_every_registered_component_has_a_spec() -> None:
     assert sorted(PIXEL_DECODER_SPECS) == PIXEL_DECODERS.names()
 
 
-@pytest.mark.parametrize("name", sorted(ENCODER_VARIANTS))
+@pytest.mark.parametrize("name", sorted(ALL_ENCODERS))
 def test_encoder_shapes_gradients_determinism(name: str) -> None:
-    enc = ENCODERS.build(ENCODER_VARIANTS[name], out_dim=5, **SHARED).eval()
+    enc = ENCODERS.build(ALL_ENCODERS[name], out_dim=5, **SHARED).eval()
     images = torch.rand(2, 3, 16, 16, requires_grad=True) * 2 - 1
     latents = enc(images)
     assert latents.shape == (2, 6, 5)
@@ -196,7 +212,7 @@ def test_published_maskgit_vqgan_size() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(DROP_SPECS))
-@pytest.mark.parametrize("sampling", ["uniform", "pow2", "uniform_pow2"])
+@pytest.mark.parametrize("sampling", ["uniform", "pow2", "uniform_pow2", "uniform_or_pow2"])
 def test_token_drop_sampling_range(name: str, sampling: str) -> None:
     drop = TOKEN_DROPS.build({**DROP_SPECS[name], "sampling": sampling}, max_tokens=16, dim=3)
     lengths = drop.sample_lengths(2000, torch.device("cpu"))
@@ -206,6 +222,9 @@ def test_token_drop_sampling_range(name: str, sampling: str) -> None:
         assert set(lengths.tolist()) <= {1, 2, 4, 8, 16}
     if sampling == "uniform":
         assert set(lengths.tolist()) == set(range(1, 17))
+    if sampling == "uniform_pow2":  # FlexTok's: a uniform k rounded up to a power of two
+        assert set(lengths.tolist()) <= {1, 2, 4, 8, 16}
+        assert 0.4 < (lengths == 16).float().mean() < 0.6  # k in 9..16: half of 1..16
 
 
 def test_token_drop_keep_all_fraction() -> None:
@@ -233,3 +252,35 @@ def test_bad_sampling_is_a_clear_error() -> None:
         TOKEN_DROPS.build({"name": "nested_dropout", "sampling": "geometric"}, max_tokens=4, dim=3)
     with pytest.raises(KeyError, match="known: nested_dropout, tail_drop"):
         TOKEN_DROPS.build({"name": "nope"}, max_tokens=4, dim=3)
+
+
+def test_nested_dropout_can_leave_the_mask_token_to_the_decoder() -> None:
+    drop = TOKEN_DROPS.build(
+        {"name": "nested_dropout", "mask_token": "decoder"}, max_tokens=4, dim=3
+    )
+    assert drop.mask_token is None and not list(drop.parameters())
+    codes = torch.randn(2, 4, 3)
+    tokens, key_mask = drop(codes, torch.tensor([1, 3]))
+    assert torch.equal(tokens, codes)
+    assert key_mask.tolist() == [[True, False, False, False], [True, True, True, False]]
+    with pytest.raises(ValueError, match="mask_token"):
+        TOKEN_DROPS.build({"name": "tail_drop", "mask_token": "decoder"}, max_tokens=4, dim=3)
+
+
+def test_transformer_block_options() -> None:
+    default = Transformer(32, 1, 2)
+    flextok = Transformer(32, 1, 2, qk_norm=True, mlp="swiglu", bias=False, norm_affine=False)
+    names = dict(flextok.named_parameters())
+    assert not [n for n in names if n.endswith("bias") or "norm" in n]  # no biases, no affines
+    assert names["blocks.0.mlp.fc1_g.weight"].shape == (int(2 * 32 * 4 / 3), 32)  # 2/3 of 4x
+    assert "blocks.0.mlp.fc1.bias" in dict(default.named_parameters())
+    x = torch.randn(2, 5, 32)
+    assert flextok(x).shape == x.shape
+
+
+def test_sincos_positions_rows_then_columns() -> None:
+    table = sincos_2d_positions(3, 8)  # (1 9 8): [sin r, cos r, sin c, cos c], 2 frequencies
+    assert table.shape == (1, 9, 8)
+    row1_col2 = table[0, 1 * 3 + 2]
+    torch.testing.assert_close(row1_col2[:2], torch.sin(torch.tensor([1.0, 1e-2])))
+    torch.testing.assert_close(row1_col2[4:6], torch.sin(torch.tensor([2.0, 2e-2])))

@@ -23,6 +23,18 @@ SPECS = {  # every registered decoder at least once; a variant per optional laye
     "vit_1d": {"name": "vit_1d", **SMALL},
     "rectified_flow": {"name": "rectified_flow", **SMALL},
     "rectified_flow+repa": {"name": "rectified_flow", **SMALL, "repa_layer": 1, "repa_dim": 8},
+    "rectified_flow+flextok": {  # the published FlexTok decoders' network options
+        "name": "rectified_flow",
+        **SMALL,
+        "positions": "sincos2d",
+        "qk_norm": True,
+        "mlp": "swiglu",
+        "bias": False,
+        "qk_norm_affine": False,
+        "norm_eps": 1e-5,
+        "time_max_period": 256.0,
+        "mask_token": True,
+    },
 }
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -2,9 +2,9 @@
 YAML.
 
 Sizes: `tiny_cpu_*` for tests (milliseconds); `emoji32_fsq` trains on a 2-core CPU in well under an
-hour; `vit_b16_k64_vq` and `flextok_d12_fsq` are shaped like published ImageNet-256 models for GPU
-users; `titok_*` and `one_d_piece_*` *are* the published TiTok and One-D-Piece networks (load their
-weights with `vistok convert`).
+hour; `vit_b16_k64_vq` is shaped like a published ImageNet-256 model for GPU users; `titok_*`,
+`one_d_piece_*` and `flextok_d12` / `flextok_d18` / `flextok_d28` *are* the published TiTok,
+One-D-Piece and FlexTok networks (load their weights with `vistok convert`).
 """
 
 from __future__ import annotations
@@ -36,13 +36,66 @@ def _emoji32(max_tokens: int, quantizer: dict[str, Any]) -> dict[str, Any]:
         "encoder": _vit(4, 192, 4, 4, "registers"),
         "decoder": _vit(4, 192, 6, 4),
         "quantizer": quantizer,
-        "token_drop": {"name": "nested_dropout", "sampling": "uniform_pow2", "drop_prob": 0.8},
+        "token_drop": {"name": "nested_dropout", "sampling": "uniform_or_pow2", "drop_prob": 0.8},
     }
 
 
 def _rf(patch: int, width: int, depth: int, heads: int, **extra: Any) -> dict[str, Any]:
     """Rectified-flow decoder (decoders/rectified_flow.py): DiT blocks, token prefix in context."""
     return _vit(patch, width, depth, heads, "rectified_flow") | extra
+
+
+# FlexTok's VAE (the `EPFL-VILAB/flextok_vae_c16` architecture): Stable Diffusion's layout, 16
+# latent channels, 8x down. The scaling factor is the published model's own (its config.json);
+# `convert/flextok.py` sets it. A new FlexTok on a pretrained VAE (a local diffusers directory):
+# `convert.flextok.flextok_with_vae("flextok_d12", DIR)`.
+FLEXTOK_VAE: dict[str, Any] = {
+    "latent_channels": 16,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "scaling_factor": 1.0,
+}
+
+
+def _flextok(encoder_depth: int, decoder_depth: int) -> dict[str, Any]:
+    """FlexTok dE-dD: a VAE (weights in the state dict), 2x2 patches over its 32x32 latents, a
+    register encoder and a rectified-flow decoder of width 64 * depth (64-wide heads) with SwiGLU
+    blocks without biases or norm affines, FSQ 8-8-8-5-5-5, 256 tokens, nested dropout whose
+    mask token lives at the decoder's width.
+
+    "Equal to the published model" means, as measured: `convert/flextok.py` maps every tensor of
+    a reference model (apple/ml-flextok @ 87d00cc, hydra config structured as the published
+    ones, seeded random weights) onto this spec with none left over and loads strictly, and then
+    on the same images VAE latents and register latents are identical (max abs diff 0), ids
+    100 % equal, and decoder velocities at k = 1, 16, 256 within 8.5e-5 (fp32, CPU; the timestep
+    features' product order) at d12, d18 and d28 (reports/published-models/
+    flextok_full_size_check.md); at tiny width the golden test also holds a seeded 4-step Euler
+    decode to 1.5e-5 (tests/test_golden_flextok.py). Not reproduced: FlexTok's adaptive
+    projected guidance (APG) at sampling; classifier-free guidance is.
+    """
+    enc, dec = 64 * encoder_depth, 64 * decoder_depth
+    blocks = {"qk_norm": True, "mlp": "swiglu", "bias": False, "norm_eps": 1e-5}
+    return {
+        "image_size": 256,
+        "max_tokens": 256,
+        "encoder": _vit(2, enc, encoder_depth, encoder_depth, "registers")
+        | blocks
+        | {"positions": "sincos2d", "norm_affine": False, "vae": dict(FLEXTOK_VAE)},
+        "decoder": _rf(2, dec, decoder_depth, decoder_depth, num_steps=25)
+        | blocks
+        | {
+            "positions": "sincos2d",
+            "qk_norm_affine": False,
+            "time_scale": 1000.0,
+            "time_max_period": 256.0,
+            "mask_token": True,
+            "cond_dropout": 0.2,
+            "vae": dict(FLEXTOK_VAE),
+        },
+        "quantizer": {"name": "fsq", "levels": [8, 8, 8, 5, 5, 5]},
+        "token_drop": {"name": "nested_dropout", "sampling": "pow2", "mask_token": "decoder"},
+    }
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -90,7 +143,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "encoder": _vit(4, 192, 4, 4, "registers"),
         "decoder": _vit(4, 192, 6, 4),
         "quantizer": {"name": "fsq", "levels": [8, 8, 8, 8]},
-        "token_drop": {"name": "nested_dropout", "sampling": "uniform_pow2", "drop_prob": 0.8},
+        "token_drop": {"name": "nested_dropout", "sampling": "uniform_or_pow2", "drop_prob": 0.8},
     },
     # Issue 10's comparison at 96 bytes per image (k = K): plain VQ 4096 x 12, K = 64 (12 bits a
     # token); factorized VQ 2 x 64 at K = 64 (equal bits per token); factorized VQ 2 x 4096 at
@@ -116,27 +169,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "quantizer": {"name": "vq", "codebook_size": 4096, "dim": 12},
         "token_drop": {"name": "tail_drop", "sampling": "uniform", "drop_prob": 0.0},
     },
-    # FlexTok-like (Bachmann et al., 2025): causal registers, FSQ 64,000 codes, nested dropout over
-    # powers of two. FlexTok decodes with rectified flow (flextok_d12_fsq_rf); this one with the
-    # deterministic decoder.
-    "flextok_d12_fsq": {
-        "image_size": 256,
-        "max_tokens": 256,
-        "encoder": _vit(8, 768, 12, 12, "registers") | {"qk_norm": True},
-        "decoder": _vit(8, 768, 12, 12) | {"qk_norm": True},
-        "quantizer": {"name": "fsq", "levels": [8, 8, 8, 5, 5, 5]},
-        "token_drop": {"name": "nested_dropout", "sampling": "pow2"},
-    },
-    # FlexTok's decoding: a d12 rectified-flow decoder, here in pixel space (16-px patches).
-    # FlexTok's latent space: decoder={"vae": "/local/AutoencoderKL/dir", "patch_size": 2}.
-    "flextok_d12_fsq_rf": {
-        "image_size": 256,
-        "max_tokens": 256,
-        "encoder": _vit(8, 768, 12, 12, "registers") | {"qk_norm": True},
-        "decoder": _rf(16, 768, 12, 12, qk_norm=True, guidance_scale=1.5),
-        "quantizer": {"name": "fsq", "levels": [8, 8, 8, 5, 5, 5]},
-        "token_drop": {"name": "nested_dropout", "sampling": "pow2"},
-    },
+    # FlexTok (Bachmann et al., 2025), the published d12-d12, d18-d18 and d18-d28 ImageNet models:
+    # see `_flextok`.
+    "flextok_d12": _flextok(12, 12),
+    "flextok_d18": _flextok(18, 18),
+    "flextok_d28": _flextok(18, 28),
 }
 
 

@@ -19,7 +19,7 @@ unreleased); an optional REPA projector whose features the training system align
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -48,14 +48,18 @@ class RectifiedFlowDecoder(Decoder, FlowTransformer):
         cond_dropout: fraction of training samples whose tokens become the null condition.
         time_sampling: training distribution of t: "logit_normal" (SD3, mean 0, std 1; weights
             the middle of the path where the velocity is hardest) or "uniform".
-        vae: a local directory holding a diffusers `AutoencoderKL` (config.json + weights): the
-            flow runs in its latent space. Frozen and kept out of this module's state dict (it
-            reloads from its own directory). None: pixel space.
+        vae: the flow runs in a frozen VAE's latent space: a local directory holding a diffusers
+            `AutoencoderKL` (config.json + weights; kept out of this module's state dict, it
+            reloads from its own directory), or `layers.vae` keyword arguments (a VAE whose
+            halves are part of the state dict, so a converted FlexTok is self-contained; the
+            encoder half encodes training targets). None: pixel space.
         repa_layer: project the patches' hidden states after this many blocks (1..depth) into
             `DecoderOutput.features` for REPA; None disables it. The training system owns the
             loss and its teacher.
         repa_dim: the teacher's feature size (the projector's output; 2048 for the default
             pooled Inception teacher).
+        positions, mlp, bias, qk_norm_affine, norm_eps, time_scale, time_max_period, mask_token:
+            network options (`flow_network.FlowTransformer`) the published FlexTok decoders use.
     """
 
     # Samples one of many images a prefix could mean: `sample` depends on the generator and the
@@ -78,9 +82,17 @@ class RectifiedFlowDecoder(Decoder, FlowTransformer):
         guidance_scale: float = 1.0,
         cond_dropout: float = 0.1,
         time_sampling: TimeSampling = "logit_normal",
-        vae: str | None = None,
+        vae: str | dict[str, Any] | None = None,
         repa_layer: int | None = None,
         repa_dim: int = 2048,
+        positions: Literal["learned", "sincos2d"] = "learned",
+        mlp: Literal["gelu", "swiglu"] = "gelu",
+        bias: bool = True,
+        qk_norm_affine: bool = True,
+        norm_eps: float | None = None,
+        time_scale: float = flow.TIMESTEP_SCALE,
+        time_max_period: float = 10000.0,
+        mask_token: bool = False,
     ) -> None:
         if sampler not in ("euler", "heun"):
             raise ValueError(f"sampler must be 'euler' or 'heun', got {sampler!r}")
@@ -98,11 +110,14 @@ class RectifiedFlowDecoder(Decoder, FlowTransformer):
             )
         super().__init__(
             space.size, space.channels, num_tokens, in_dim, patch_size, width, depth, num_heads,
-            mlp_ratio, qk_norm, repa_layer, repa_dim,
+            mlp_ratio, qk_norm, repa_layer, repa_dim, positions, mlp, bias, qk_norm_affine,
+            norm_eps, time_scale, time_max_period, mask_token,
         )  # fmt: skip
         self.num_steps, self.sampler, self.guidance_scale = num_steps, sampler, guidance_scale
         self.cond_dropout, self.time_sampling = cond_dropout, time_sampling
         self.vae, self.space = vae, space
+        if isinstance(vae, dict):  # registered after the network so its init leaves them alone
+            self.latent_vae = space.build_modules()
 
     @property
     def last_layer(self) -> Tensor:

@@ -11,7 +11,7 @@ lengths in one batch).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from einops import rearrange
@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from tokenizers_vis.registry import TOKEN_DROPS
 
-Sampling = Literal["uniform", "pow2", "uniform_pow2"]
+Sampling = Literal["uniform", "pow2", "uniform_pow2", "uniform_or_pow2"]
+SAMPLINGS = get_args(Sampling)
 
 
 @TOKEN_DROPS.register("nested_dropout")
@@ -29,13 +30,20 @@ class NestedDropout(nn.Module):
     Args:
         max_tokens: K; set by the tokenizer.
         dim: code dimension; set by the tokenizer.
-        sampling: training distribution of k: `uniform` over 1..K, `pow2` uniform over {1, 2, 4, ..,
-        K}
-            (FlexTok), or `uniform_pow2`, an even mix of the two (dense k, but short prefixes get
-            the
-            extra weight they need to become good).
+        sampling: training distribution of k, named as FlexTok names them:
+            `uniform` over 1..K; `pow2` uniform over {1, 2, 4, .., K}; `uniform_pow2` a uniform
+            k rounded up to the next power of two (P(2^j) grows with 2^j: long prefixes
+            dominate); or `uniform_or_pow2`, ours, an even mix of `uniform` and `pow2` (dense k,
+            but short prefixes get the extra weight they need to become good). Until the FlexTok
+            conversion, `uniform_pow2` was the name of our mix; shipped configs now say
+            `uniform_or_pow2` (sampling is training-only: no weight or output changed).
         drop_prob: fraction of training samples that get a sampled k; the rest keep all K tokens.
         min_tokens: smallest k sampled in training.
+        mask_token: where the learned token that replaces the tail lives: "codes", here at the
+            code dimension; or "decoder", at the decoder's width after its token projection and
+            positions (FlexTok): the codes pass unchanged with the visible-prefix mask, which a
+            decoder built with `mask_token=True` fills with its own token (any other decoder
+            hides the tail from attention, as tail drop does).
     """
 
     def __init__(
@@ -45,17 +53,22 @@ class NestedDropout(nn.Module):
         sampling: Sampling = "uniform",
         drop_prob: float = 1.0,
         min_tokens: int = 1,
+        mask_token: Literal["codes", "decoder"] = "codes",
     ) -> None:
         super().__init__()
-        if sampling not in ("uniform", "pow2", "uniform_pow2"):
-            raise ValueError(f"sampling must be uniform, pow2 or uniform_pow2, got {sampling!r}")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+        if mask_token not in ("codes", "decoder"):
+            raise ValueError(f"mask_token must be 'codes' or 'decoder', got {mask_token!r}")
         if not 1 <= min_tokens <= max_tokens:
             raise ValueError(f"min_tokens must be in 1..{max_tokens}, got {min_tokens}")
         self.max_tokens = max_tokens
         self.sampling = sampling
         self.drop_prob = drop_prob
         self.min_tokens = min_tokens
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.mask_at = mask_token
+        # (1 1 d); with mask_token="decoder" the decoder owns the token, at its width
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim)) if mask_token == "codes" else None
 
     def sample_lengths(self, batch: int, device: torch.device) -> Tensor:
         """(b,) int64 prefix lengths for a training batch (global RNG: seeded by the trainer)."""
@@ -69,6 +82,8 @@ class NestedDropout(nn.Module):
             lengths = uniform
         elif self.sampling == "pow2":
             lengths = pow2
+        elif self.sampling == "uniform_pow2":
+            lengths = next_power_of_two(uniform).clamp(max=high)
         else:
             lengths = torch.where(torch.rand(batch, device=device) < 0.5, uniform, pow2)
         keep_all = torch.rand(batch, device=device) >= self.drop_prob
@@ -81,9 +96,18 @@ class NestedDropout(nn.Module):
 
     def forward(self, codes: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
         """codes (b n d), lengths (b,) -> tokens (b n d), key mask (b n) or None (attend to all)."""
-        keep = rearrange(self.visible(lengths, codes.shape[1]), "b n -> b n 1")
+        visible = self.visible(lengths, codes.shape[1])  # (b n)
+        if self.mask_token is None:
+            return codes, visible  # the decoder fills the tail with its own token
+        keep = rearrange(visible, "b n -> b n 1")
         tokens = torch.where(keep, codes, self.mask_token.to(codes.dtype))  # (b n d)
         return tokens, None
+
+
+def next_power_of_two(k: Tensor) -> Tensor:
+    """(b,) int64 >= 1 -> the smallest power of two >= k, elementwise."""
+    exponent = torch.ceil(torch.log2(k.double())).long()  # exact for the k of a token sequence
+    return torch.ones_like(k) << exponent
 
 
 @TOKEN_DROPS.register("tail_drop")
@@ -95,6 +119,8 @@ class TailDrop(NestedDropout):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("mask_token", "codes") != "codes":
+            raise ValueError("tail drop hides the tail: it has no mask_token option")
         super().__init__(*args, **kwargs)
         self.mask_token.requires_grad_(False)
 

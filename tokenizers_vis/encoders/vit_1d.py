@@ -9,11 +9,14 @@ Changes: blocks are timm's (SDPA attention); the latent outputs are projected st
 quantizer's code dimension. The published TiTok / One-D-Piece checkpoints need four options that
 default off: a class token, a LayerNorm before the first block (`ln_pre`), torch's LayerNorm
 epsilon (`norm_eps=1e-5`) and their code head's memory-order read (`code_head="raw_reshape"`).
+FlexTok's published encoders are this module with options: a frozen VAE
+in front (`vae`, patches over its 16-channel latents), fixed 2D sin-cos patch positions, SwiGLU
+blocks without biases or LayerNorm affines (see `presets.flextok_*`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from einops import rearrange, repeat
@@ -25,7 +28,9 @@ from tokenizers_vis.layers.transformer import (
     init_weights,
     layer_norm,
     learned_positions,
+    sincos_2d_positions,
 )
+from tokenizers_vis.layers.vae import VAEEncoder
 from tokenizers_vis.registry import ENCODERS
 
 
@@ -49,6 +54,11 @@ class ViT1DEncoder(nn.Module):
             memory order as a (w n) matrix and each of its n columns is projected, so a code mixes
             values from several tokens. The published TiTok-L-32 / B-64 / S-128 and One-D-Piece
             encoders were trained with exactly this read, so it is reproduced, not fixed.
+        positions: patch positions, "learned" or "sincos2d" (fixed, not in the state dict:
+            FlexTok's, which lets the grid be read at any size).
+        vae: `VAEEncoder` keyword arguments: patches are cut from the latents of this frozen
+            VAE encoder instead of from pixels (FlexTok). Its weights are part of the state dict.
+        mlp, bias, norm_affine: block options of `layers.transformer.Transformer`.
     """
 
     def __init__(
@@ -67,25 +77,51 @@ class ViT1DEncoder(nn.Module):
         ln_pre: bool = False,
         norm_eps: float | None = None,
         code_head: Literal["per_token", "raw_reshape"] = "per_token",
+        positions: Literal["learned", "sincos2d"] = "learned",
+        vae: dict[str, Any] | None = None,
+        mlp: Literal["gelu", "swiglu"] = "gelu",
+        bias: bool = True,
+        norm_affine: bool = True,
     ) -> None:
         super().__init__()
-        if image_size % patch_size:
-            raise ValueError(
-                f"image_size {image_size} is not a multiple of patch_size {patch_size}"
-            )
         if latent_attention not in ("full", "causal"):
             raise ValueError(
                 f"latent_attention must be 'full' or 'causal', got {latent_attention!r}"
             )
         if code_head not in ("per_token", "raw_reshape"):
             raise ValueError(f"code_head must be 'per_token' or 'raw_reshape', got {code_head!r}")
-        self.patch_embed = PatchEmbed(image_size, patch_size, 3, width)
+        if positions not in ("learned", "sincos2d"):
+            raise ValueError(f"positions must be 'learned' or 'sincos2d', got {positions!r}")
+        self.vae = VAEEncoder(**vae).requires_grad_(False) if vae is not None else None
+        channels, size = 3, image_size
+        if self.vae is not None:
+            if image_size % self.vae.factor:
+                raise ValueError(f"image_size {image_size} is not a multiple of {self.vae.factor}")
+            channels, size = self.vae.latent_channels, image_size // self.vae.factor
+        if size % patch_size:
+            space = "latent" if vae is not None else "image"
+            raise ValueError(f"{space} size {size} is not a multiple of patch_size {patch_size}")
+        self.patch_embed = PatchEmbed(size, patch_size, channels, width)
         num_patches = self.patch_embed.num_patches
-        self.patch_positions = learned_positions(num_patches, width)
+        if positions == "learned":
+            self.patch_positions = learned_positions(num_patches, width)
+        else:
+            grid = size // patch_size
+            self.register_buffer("patch_positions", sincos_2d_positions(grid, width), False)
         self.latent_tokens = learned_positions(num_tokens, width)
         self.class_token = learned_positions(1, width) if class_token else None
         self.ln_pre = layer_norm(width, norm_eps) if ln_pre else None
-        self.transformer = Transformer(width, depth, num_heads, mlp_ratio, qk_norm, norm_eps)
+        self.transformer = Transformer(
+            width,
+            depth,
+            num_heads,
+            mlp_ratio,
+            qk_norm,
+            norm_eps=norm_eps,
+            mlp=mlp,
+            bias=bias,
+            norm_affine=norm_affine,
+        )
         self.to_codes = nn.Linear(width, out_dim)
         self.code_head = code_head
         # The class token counts as one more patch: it sees and is seen like the patches.
@@ -94,10 +130,21 @@ class ViT1DEncoder(nn.Module):
         if latent_attention == "causal":
             mask = attention_mask(self.num_patches, num_tokens)
         self.register_buffer("attn_mask", mask, persistent=False)
-        self.apply(init_weights)
+        for name, child in self.named_children():
+            if name != "vae":  # the VAE keeps diffusers' own initialisation
+                child.apply(init_weights)
+
+    def train(self, mode: bool = True) -> ViT1DEncoder:
+        super().train(mode)
+        if self.vae is not None:
+            self.vae.eval()  # frozen: always in inference mode
+        return self
 
     def forward(self, images: Tensor) -> Tensor:
         """images (b 3 h w) in [-1, 1] -> latents (b n d)."""
+        if self.vae is not None:
+            with torch.no_grad():
+                images = self.vae(images)  # (b c h/f w/f) the frozen VAE's scaled latents
         patches = self.patch_embed(images) + self.patch_positions  # (b p w)
         b = images.shape[0]
         latents = repeat(self.latent_tokens, "1 n w -> b n w", b=b)  # (b n w)

@@ -7,9 +7,11 @@ tokenizers need (causal registers, truncated tails) and a shared initialisation.
 from __future__ import annotations
 
 from functools import partial
+from typing import Any, Literal
 
 import torch
-from timm.layers import trunc_normal_
+from einops import rearrange, repeat
+from timm.layers import SwiGLU, trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
@@ -26,6 +28,11 @@ class Transformer(nn.Module):
         norm_eps: epsilon of every LayerNorm. None keeps what our own models were trained with
             (timm's 1e-6 in the blocks, torch's 1e-5 in the final norm); published models that
             use torch's LayerNorm throughout (TiTok, One-D-Piece) need 1e-5 everywhere to match.
+        mlp: "gelu" (ViT) or "swiglu": a SiLU-gated MLP whose hidden size is 2/3 of
+            width * mlp_ratio, so it costs what the GELU MLP costs (FlexTok's blocks).
+        bias: biases in q/k/v, the attention output and the MLP; FlexTok's blocks have none.
+        norm_affine: learned scale and shift in every LayerNorm (blocks, q/k norms, final norm);
+            FlexTok normalises without them.
     """
 
     def __init__(
@@ -36,24 +43,36 @@ class Transformer(nn.Module):
         mlp_ratio: float = 4.0,
         qk_norm: bool = False,
         norm_eps: float | None = None,
+        mlp: Literal["gelu", "swiglu"] = "gelu",
+        bias: bool = True,
+        norm_affine: bool = True,
     ) -> None:
         super().__init__()
         if width % num_heads:
             raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
-        # norm_eps None passes nothing, so timm's own LayerNorm (1e-6) stays exactly as trained.
-        norm = {} if norm_eps is None else {"norm_layer": partial(nn.LayerNorm, eps=norm_eps)}
+        if mlp not in ("gelu", "swiglu"):
+            raise ValueError(f"mlp must be 'gelu' or 'swiglu', got {mlp!r}")
+        # Defaults pass nothing, so timm's own LayerNorm (1e-6) stays exactly as trained.
+        options: dict[str, Any] = {}
+        if norm_eps is not None or not norm_affine:
+            eps = 1e-6 if norm_eps is None else norm_eps
+            options["norm_layer"] = partial(nn.LayerNorm, eps=eps, elementwise_affine=norm_affine)
+        if mlp == "swiglu":
+            options["mlp_layer"] = swiglu
         self.blocks = nn.ModuleList(
             Block(
                 width,
                 num_heads,
                 mlp_ratio=mlp_ratio,
-                qkv_bias=True,
+                qkv_bias=bias,
+                proj_bias=bias,
                 qk_norm=qk_norm,
-                **norm,
+                **options,
             )
             for _ in range(depth)
         )
-        self.norm = nn.LayerNorm(width, eps=1e-5 if norm_eps is None else norm_eps)
+        eps = 1e-5 if norm_eps is None else norm_eps
+        self.norm = nn.LayerNorm(width, eps=eps, elementwise_affine=norm_affine)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         """x (b l w), attn_mask broadcastable to (b heads l l), True = may attend -> (b l w)."""
@@ -62,13 +81,20 @@ class Transformer(nn.Module):
         return self.norm(x)
 
 
+def swiglu(in_features: int, hidden_features: int, bias: bool = True, **_: Any) -> SwiGLU:
+    """timm's SwiGLU as a `Block(mlp_layer=...)`: hidden size 2/3 of what the block asks for (the
+    gate doubles the input projection), rounded down as FlexTok does; the block's GELU and
+    dropout arguments do not apply."""
+    return SwiGLU(in_features, int(2 * hidden_features / 3), bias=bias)
+
+
 def init_weights(module: nn.Module) -> None:
     """ViT initialisation: truncated-normal linears, unit LayerNorms."""
     if isinstance(module, nn.Linear):
         trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
+    elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
 
@@ -81,3 +107,18 @@ def learned_positions(length: int, width: int) -> nn.Parameter:
 def layer_norm(width: int, eps: float | None) -> nn.LayerNorm:
     """A LayerNorm with epsilon `eps`, torch's default (1e-5) when None."""
     return nn.LayerNorm(width) if eps is None else nn.LayerNorm(width, eps=eps)
+
+
+def sincos_2d_positions(grid: int, width: int, temperature: float = 10000.0) -> Tensor:
+    """(1 grid*grid width) fixed positions of a row-major square grid (MoCo v3, FlexTok): the
+    first half of the channels is sin/cos of the row, the second of the column, each over
+    width/4 frequencies 1 / temperature^(i / (width/4))."""
+    if width % 4:
+        raise ValueError(f"2D sin-cos positions need a width divisible by 4, got {width}")
+    quarter = width // 4
+    omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float32) / quarter)  # (w/4)
+    index = torch.arange(grid, dtype=torch.float32)
+    rows = repeat(index, "r -> (r c)", c=grid)[:, None] * omega  # (p w/4)
+    cols = repeat(index, "c -> (r c)", r=grid)[:, None] * omega  # (p w/4)
+    table = torch.cat([rows.sin(), rows.cos(), cols.sin(), cols.cos()], dim=1)  # (p w)
+    return rearrange(table, "p w -> 1 p w")
