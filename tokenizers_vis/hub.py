@@ -16,6 +16,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from tokenizers_vis.atomic import atomic_write, atomic_write_with
+from tokenizers_vis.hub_cache import cached_repo
 
 # Any nn.Module whose constructor kwargs are its spec and which keeps them as `.config`: the
 # Tokenizer here, a GPT in `generation`. This module imports neither, so nothing circles.
@@ -47,13 +48,16 @@ def list_pretrained() -> list[str]:
 
 
 def resolve(name_or_dir: str | Path) -> Path:
-    """A local directory wins; otherwise a shipped model's name."""
+    """A local directory wins; otherwise a shipped model's name; otherwise a repository id
+    "owner/name" found in the local Hugging Face cache (`hub_cache`; never downloaded)."""
     path = Path(name_or_dir).expanduser()
     if path.is_dir():
         return path
     shipped = SHIPPED_DIR / str(name_or_dir)
     if str(name_or_dir) in list_pretrained():
         return shipped
+    if cached := cached_repo(str(name_or_dir), (CONFIG_NAME, WEIGHTS_NAME), PretrainedError):
+        return cached
     known = ", ".join(list_pretrained()) or "(none)"
     raise PretrainedError(
         f"{name_or_dir!s} is neither a directory nor a shipped model; shipped: {known}"
