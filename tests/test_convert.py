@@ -60,6 +60,8 @@ class SplitTiny(RenamedTiny):
 
     def convert(self, tensors, config=None):
         ours, unmapped = self.rename(tensors["model"], "model")
+        if "vqgan" not in tensors:  # the family, not the machinery, knows when it needs it
+            raise ConversionError("no decoder tensors: pass the 'vqgan' source (--vqgan)")
         decoder, more = self.rename(tensors["vqgan"], "vqgan")
         return Converted(preset_spec(PRESET), {**ours, **decoder}, unmapped + more, PRESET)
 
@@ -260,7 +262,7 @@ BAD_INPUTS = {
     "vqgan missing": (
         "split_tiny",
         lambda t, o: [write(t / "m.bin", published(o, skip="decoder."))],
-        r"family 'split_tiny' also needs the vqgan weights as their own file \(--vqgan",
+        r"m\.bin: no decoder tensors: pass the 'vqgan' source \(--vqgan\)$",
     ),
     "vqgan not read": (
         "renamed_tiny",

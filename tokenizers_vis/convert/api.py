@@ -103,7 +103,11 @@ def convert(
 
 
 def _sources(fam: Family, src: str | os.PathLike, vqgan: str | os.PathLike | None) -> dict:
-    """{source name: Source} for exactly the files `fam` reads."""
+    """{source name: Source} for the main checkpoint and each further file given.
+
+    Further sources are optional here: whether one is needed depends on the checkpoint (a TiTok
+    checkpoint with the VQGAN inside needs no VQGAN file), so the family says so itself.
+    """
     given = {"model": src, "vqgan": vqgan}
     for name, value in given.items():
         if value is not None and name not in fam.sources:
@@ -111,14 +115,11 @@ def _sources(fam: Family, src: str | os.PathLike, vqgan: str | os.PathLike | Non
                 f"family {fam.name!r} reads no {name} file (it reads: {', '.join(fam.sources)}); "
                 f"drop {_OPTION.get(name, name)}"
             )
-    missing = [name for name in fam.sources if given.get(name) is None]
-    if missing:
-        options = ", ".join(_OPTION.get(n, n) for n in missing)
-        raise ConversionError(
-            f"family {fam.name!r} also needs the {' and '.join(missing)} weights as their own "
-            f"file ({options}), which {src} does not include"
-        )
-    return {name: read_source(given[name], f"{name} file") for name in fam.sources}
+    return {
+        name: read_source(given[name], f"{name} file")
+        for name in fam.sources
+        if given.get(name) is not None
+    }
 
 
 def _config_path(model: Source, config: str | os.PathLike | None) -> Path | None:
