@@ -20,6 +20,9 @@ from tokenizers_vis.benchmark.report import write_report
 from tokenizers_vis.precision import pick_device, resolve_precision
 
 SECTIONS = ("peak", "tokenizers", "rf", "codec", "training", "gpt", "inception")
+# Run only when asked for (`--sections reference`, or `--reference-titok DIR` given): they need
+# code from outside vistok.
+OPTIONAL_SECTIONS = ("reference",)
 NEEDS_PEAK = {"peak", "tokenizers", "rf", "inception"}  # report fractions of the peak
 TINY_RF = {"decoder": {"name": "rectified_flow", "patch_size": 4, "width": 32, "depth": 1,
                        "num_heads": 2}}  # fmt: skip
@@ -69,6 +72,8 @@ class BenchConfig:
     inception_batches: tuple[int, ...] = (8, 16)
     inception_grad_modes: tuple[str, ...] = ("no_grad", "inference_mode")
     inception_threads: tuple[int, ...] = ()
+    reference_titok: str | None = None  # a bytedance/1d-tokenizer checkout (or $VISTOK_TITOK_...)
+    reference_batch: int = 4
 
     @classmethod
     def quick_config(cls, **changes: Any) -> BenchConfig:
@@ -80,7 +85,7 @@ class BenchConfig:
             train_batch=4, train_steps=2, train_warmup=1, train_data="synthetic",
             gpt_preset="gpt_tiny", gpt_ks=(8, 16), gpt_batch=2, gpt_vocab=64,
             inception_images=1, inception_batch=1, inception_batches=(),
-            inception_grad_modes=("no_grad",),
+            inception_grad_modes=("no_grad",), reference_batch=1,
         )  # fmt: skip
         return dataclasses.replace(quick, **changes)
 
@@ -126,8 +131,14 @@ def section_runners(cfg: BenchConfig) -> dict[str, Callable[[Context], dict[str,
                              cfg.inception_batches, cfg.inception_grad_modes,
                              cfg.inception_threads)  # fmt: skip
 
+    def reference(ctx: Context) -> dict[str, Any]:
+        from tokenizers_vis.benchmark.reference import run_reference
+
+        return run_reference(ctx, cfg.reference_titok, cfg.reference_batch)
+
     return {"peak": peak, "tokenizers": tokenizers, "rf": rf, "codec": codec,
-            "training": training, "gpt": gpt, "inception": inception}  # fmt: skip
+            "training": training, "gpt": gpt, "inception": inception,
+            "reference": reference}  # fmt: skip
 
 
 def peak_size(cfg: BenchConfig, device: torch.device) -> int:
@@ -147,9 +158,10 @@ def _log(message: str) -> None:
 
 def run_device(cfg: BenchConfig, device: torch.device, command: str) -> dict[str, Any]:
     """Every selected section on `device`; a failing section is recorded, the others still run."""
-    unknown = sorted(set(cfg.sections) - set(SECTIONS))
+    known = SECTIONS + OPTIONAL_SECTIONS
+    unknown = sorted(set(cfg.sections) - set(known))
     if unknown:
-        raise ValueError(f"unknown sections {unknown}; known: {', '.join(SECTIONS)}")
+        raise ValueError(f"unknown sections {unknown}; known: {', '.join(known)}")
     choice = resolve_precision(cfg.precision, device)
     ctx = Context(device, choice, cfg.warmup, cfg.repeats, peak={})
     if cfg.memory and device.type == "cpu" and "tokenizers" in cfg.sections:
@@ -157,7 +169,8 @@ def run_device(cfg: BenchConfig, device: torch.device, command: str) -> dict[str
 
         start_server()  # its imports overlap with the first sections
     needs_peak = bool(NEEDS_PEAK & set(cfg.sections))
-    wanted = [s for s in SECTIONS if s in cfg.sections or (s == "peak" and needs_peak)]
+    asked = set(cfg.sections) | ({"reference"} if cfg.reference_titok else set())
+    wanted = [s for s in known if s in asked or (s == "peak" and needs_peak)]
     runners = section_runners(cfg)
     started, results = time.perf_counter(), {}
     started_at = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
