@@ -68,9 +68,9 @@ def test_tokenizers_vis_never_imports_generation_at_module_level():
 
 
 def test_model_list_and_bad_sections():
-    assert bench.model_list("emoji32, titok_b64_vq@1+4") == [
+    assert bench.model_list("emoji32, vit_b16_k64_vq@1+4") == [
         ("emoji32", None),
-        ("titok_b64_vq", (1, 4)),
+        ("vit_b16_k64_vq", (1, 4)),
     ]
     with pytest.raises(SystemExit) as exc:
         bench.main(["--sections", "peak,nope"])

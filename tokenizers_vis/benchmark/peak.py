@@ -7,7 +7,7 @@ so its "peak" would mean nothing). On GPU fp32 is true fp32 (TF32
 off for the measurement) and bf16 is always measured. Every achieved FLOP/s in the report is a
 fraction of the peak in the precision it ran in.
 
-FLOP check: a TiTok-B-64-shaped encoder (the `titok_b64_vq` preset: ViT-B/16, 256 px, 256
+FLOP check: a TiTok-B-64-shaped encoder (the `vit_b16_k64_vq` preset: ViT-B/16, 256 px, 256
 patches + 64 latent tokens) costs about 58 GFLOP per image by hand: 12 blocks x (24 N w^2 +
 4 N^2 w) with N = 320 tokens, w = 768, plus the patch embedding 2 x 256 x 768^2; the counter's
 number is recorded beside it. Counted on the meta device: no weights, no arithmetic.
@@ -85,13 +85,13 @@ def remeasure_peak(ctx: Context, n: int, results: dict[str, dict[str, Any]]) -> 
 
 
 def flop_check() -> dict[str, Any]:
-    """Counted against hand-computed GFLOP of the titok_b64_vq encoder on one 256 px image."""
+    """Counted against hand-computed GFLOP of the vit_b16_k64_vq encoder on one 256 px image."""
     with torch.device("meta"):
-        tok = Tokenizer(**preset_spec("titok_b64_vq"))
+        tok = Tokenizer(**preset_spec("vit_b16_k64_vq"))
         images = torch.empty(1, 3, 256, 256)
     counted = count_flops(lambda: tok.encoder(images)) / 1e9
     return {
-        "model": "titok_b64_vq encoder, 1 image at 256 px",
+        "model": "vit_b16_k64_vq encoder, 1 image at 256 px",
         "counted_gflop": counted,
         "hand_gflop": TITOK_HAND_GFLOP,
         "relative_difference": counted / TITOK_HAND_GFLOP - 1,

@@ -48,7 +48,7 @@ class BenchConfig:
     peak_n: int | None = None  # matmul side; None: 2048 on CPU, 8192 on GPU
     models: tuple[tuple[str, tuple[int, ...]], ...] = (
         ("tiny_cpu_fsq", (1, 64)), ("emoji32", (1, 64)), ("emoji32_fsq_rf", (1, 64)),
-        ("titok_b64_vq", (1, 4)),
+        ("vit_b16_k64_vq", (1, 4)),
     )  # fmt: skip
     decode_steps: tuple[int, ...] = (4, 25)  # a sampling decoder's steps in `tokenizers`
     rf_model: str = "emoji32_fsq_rf"

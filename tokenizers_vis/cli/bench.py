@@ -2,7 +2,7 @@
 
     vistok bench --quick --out /tmp/bench                # seconds: every section, tiny models
     vistok bench --out reports                           # the full run (minutes)
-    vistok bench --sections tokenizers,rf --models emoji32,titok_b64_vq@1+4 --repeats 5
+    vistok bench --sections tokenizers,rf --models emoji32,vit_b16_k64_vq@1+4 --repeats 5
 
 Sections: peak (matmul FLOP/s, FLOP counter check), tokenizers (encode / decode images/s,
 fraction of peak, peak memory), rf (rectified-flow decoder time vs steps), codec (.vtok
@@ -27,7 +27,7 @@ from tokenizers_vis.precision import PRECISIONS
 
 
 def model_list(text: str) -> list[tuple[str, tuple[int, ...] | None]]:
-    """argparse type: "emoji32,titok_b64_vq@1+4" -> [("emoji32", None), ("titok_b64_vq",
+    """argparse type: "emoji32,vit_b16_k64_vq@1+4" -> [("emoji32", None), ("vit_b16_k64_vq",
     (1, 4))]."""
     out = []
     for item in (t.strip() for t in text.split(",")):

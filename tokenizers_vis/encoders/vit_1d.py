@@ -6,7 +6,9 @@ every patch and only the latents before it, so token i cannot carry what token i
 sequence is ordered coarse to fine by construction.
 
 Changes: blocks are timm's (SDPA attention); the latent outputs are projected straight to the
-quantizer's code dimension.
+quantizer's code dimension. The published TiTok / One-D-Piece checkpoints need four options that
+default off: a class token, a LayerNorm before the first block (`ln_pre`), torch's LayerNorm
+epsilon (`norm_eps=1e-5`) and their code head's memory-order read (`code_head="raw_reshape"`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from einops import repeat
+from einops import rearrange, repeat
 from timm.layers import PatchEmbed
 from torch import Tensor, nn
 
-from tokenizers_vis.layers.transformer import Transformer, init_weights, learned_positions
+from tokenizers_vis.layers.transformer import (
+    Transformer,
+    init_weights,
+    layer_norm,
+    learned_positions,
+)
 from tokenizers_vis.registry import ENCODERS
 
 
@@ -33,6 +40,15 @@ class ViT1DEncoder(nn.Module):
         patch_size: ViT patch size.
         width, depth, num_heads, mlp_ratio, qk_norm: transformer shape.
         latent_attention: "full" (TiTok) or "causal" (FlexTok registers).
+        class_token: prepend one learned token (its position folded in) that every token sees;
+            the published TiTok / One-D-Piece encoders carry one, so their weights need it.
+        ln_pre: LayerNorm over the whole input sequence before the first block (published TiTok).
+        norm_eps: epsilon of every LayerNorm (None: our models' defaults; see `Transformer`).
+        code_head: how the code projection reads the normed latents (b n w). "per_token": each
+            token's own vector (our models). "raw_reshape": the (n w) values are read back in
+            memory order as a (w n) matrix and each of its n columns is projected, so a code mixes
+            values from several tokens. The published TiTok-L-32 / B-64 / S-128 and One-D-Piece
+            encoders were trained with exactly this read, so it is reproduced, not fixed.
     """
 
     def __init__(
@@ -47,6 +63,10 @@ class ViT1DEncoder(nn.Module):
         mlp_ratio: float = 4.0,
         qk_norm: bool = False,
         latent_attention: Literal["full", "causal"] = "full",
+        class_token: bool = False,
+        ln_pre: bool = False,
+        norm_eps: float | None = None,
+        code_head: Literal["per_token", "raw_reshape"] = "per_token",
     ) -> None:
         super().__init__()
         if image_size % patch_size:
@@ -57,23 +77,52 @@ class ViT1DEncoder(nn.Module):
             raise ValueError(
                 f"latent_attention must be 'full' or 'causal', got {latent_attention!r}"
             )
+        if code_head not in ("per_token", "raw_reshape"):
+            raise ValueError(f"code_head must be 'per_token' or 'raw_reshape', got {code_head!r}")
         self.patch_embed = PatchEmbed(image_size, patch_size, 3, width)
         num_patches = self.patch_embed.num_patches
         self.patch_positions = learned_positions(num_patches, width)
         self.latent_tokens = learned_positions(num_tokens, width)
-        self.transformer = Transformer(width, depth, num_heads, mlp_ratio, qk_norm)
+        self.class_token = learned_positions(1, width) if class_token else None
+        self.ln_pre = layer_norm(width, norm_eps) if ln_pre else None
+        self.transformer = Transformer(width, depth, num_heads, mlp_ratio, qk_norm, norm_eps)
         self.to_codes = nn.Linear(width, out_dim)
-        self.num_patches = num_patches
-        mask = attention_mask(num_patches, num_tokens) if latent_attention == "causal" else None
+        self.code_head = code_head
+        # The class token counts as one more patch: it sees and is seen like the patches.
+        self.num_patches = num_patches + int(class_token)
+        mask = None
+        if latent_attention == "causal":
+            mask = attention_mask(self.num_patches, num_tokens)
         self.register_buffer("attn_mask", mask, persistent=False)
         self.apply(init_weights)
 
     def forward(self, images: Tensor) -> Tensor:
         """images (b 3 h w) in [-1, 1] -> latents (b n d)."""
         patches = self.patch_embed(images) + self.patch_positions  # (b p w)
-        latents = repeat(self.latent_tokens, "1 n w -> b n w", b=images.shape[0])  # (b n w)
-        x = self.transformer(torch.cat([patches, latents], dim=1), self.attn_mask)  # (b p+n w)
-        return self.to_codes(x[:, self.num_patches :])  # (b n d)
+        b = images.shape[0]
+        latents = repeat(self.latent_tokens, "1 n w -> b n w", b=b)  # (b n w)
+        parts = [patches, latents]
+        if self.class_token is not None:
+            parts.insert(0, repeat(self.class_token, "1 1 w -> b 1 w", b=b))
+        x = torch.cat(parts, dim=1)  # (b p+n w), p counting the class token
+        if self.ln_pre is not None:
+            x = self.ln_pre(x)
+        x = self.transformer(x, self.attn_mask)  # (b p+n w)
+        latents = x[:, self.num_patches :]  # (b n w)
+        if self.code_head == "raw_reshape":
+            latents = raw_reshape(latents)
+        return self.to_codes(latents)  # (b n d)
+
+
+def raw_reshape(latents: Tensor) -> Tensor:
+    """(b n w) -> (b n w): the values in memory order re-read as a (w n) matrix, transposed.
+
+    Column i of that matrix holds values n*j + i of the flattened tokens, i.e. parts of several
+    tokens: the published TiTok / One-D-Piece code heads see exactly this (`code_head`).
+    """
+    n = latents.shape[1]
+    flat = rearrange(latents, "b n w -> b (n w)")  # memory order of the (b n w) tensor
+    return rearrange(flat, "b (w n) -> b n w", n=n)  # (b n w), mixed across tokens
 
 
 def attention_mask(num_patches: int, num_tokens: int) -> Tensor:

@@ -76,3 +76,8 @@ def init_weights(module: nn.Module) -> None:
 def learned_positions(length: int, width: int) -> nn.Parameter:
     """(1 length width) position (or query) embeddings, ViT-initialised."""
     return nn.Parameter(trunc_normal_(torch.empty(1, length, width), std=0.02))
+
+
+def layer_norm(width: int, eps: float | None) -> nn.LayerNorm:
+    """A LayerNorm with epsilon `eps`, torch's default (1e-5) when None."""
+    return nn.LayerNorm(width) if eps is None else nn.LayerNorm(width, eps=eps)

@@ -1,0 +1,133 @@
+"""MaskGIT-VQGAN pixel decoder: a grid of code distributions -> images.
+
+Papers: Esser et al., "Taming Transformers for High-Resolution Image Synthesis" (VQGAN, 2021);
+Chang et al., "MaskGIT: Masked Generative Image Transformer" (2022), whose VQGAN drops the
+non-local (attention) layers. TiTok's stage-2 decoders (Yu et al., 2024) and One-D-Piece (Miwa et
+al., 2025) predict, for every output patch, a distribution over this VQGAN's 1,024 codes and decode
+the expected code embedding with its frozen convolutional decoder (30.5 M parameters at the
+published size). Registered as a pixel decoder, so the ViT decoder's `pixel_decoder` spec names it.
+
+Architecture: a 3x3 conv in; residual blocks at the coarsest width; then, coarse to fine, residual
+blocks per level and (except at the finest level) a nearest x2 upsample with a 3x3 conv; GroupNorm,
+SiLU and a 3x3 conv out. A residual block is GroupNorm(32 groups, eps 1e-6), SiLU, 3x3 conv (no
+bias), twice. Where a block changes width, the published network's shortcut is a 1x1 conv of the
+block's *output* (not of its input): the released weights were trained with it, so it is kept.
+
+Changes: none in the computation; sized by parameters so tests build a tiny one.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import einsum, rearrange
+from torch import Tensor, nn
+
+from tokenizers_vis.registry import PIXEL_DECODERS
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(32, channels, eps=1e-6)
+
+
+class ResBlock(nn.Module):
+    """(b c_in h w) -> (b c_out h w); see the module docstring for the shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm1 = _norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = _norm(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.shortcut = None
+        if in_channels != out_channels:
+            self.shortcut = nn.Conv2d(out_channels, out_channels, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))  # (b c_out h w)
+        h = self.conv2(F.silu(self.norm2(h)))  # (b c_out h w)
+        # Published quirk: when the width changes, the skip path is a projection of h itself.
+        return h + (x if self.shortcut is None else self.shortcut(h))
+
+
+class UpStage(nn.Module):
+    """Residual blocks at one resolution, then optionally x2 nearest upsampling and a 3x3 conv."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_blocks: int, upsample: bool):
+        super().__init__()
+        widths = [in_channels] + [out_channels] * num_blocks
+        self.blocks = nn.ModuleList(ResBlock(a, b) for a, b in itertools.pairwise(widths))
+        self.upsample = nn.Conv2d(out_channels, out_channels, 3, padding=1) if upsample else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = block(x)
+        if self.upsample is not None:
+            x = self.upsample(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return x
+
+
+@PIXEL_DECODERS.register("maskgit_vqgan")
+class MaskGITVQGANDecoder(nn.Module):
+    """Code-probability grid (b h w c) -> images (b 3 h*f w*f), f = 2 ** (len(channel_mult) - 1).
+
+    Args:
+        codebook_size: number of VQGAN codes (1,024 published).
+        code_dim: code embedding size (256 published).
+        channels: base width (128 published); every width must be a multiple of 32 (GroupNorm).
+        channel_mult: width multipliers per level, finest first ((1, 1, 2, 2, 4) published).
+        num_res_blocks: residual blocks per level and at the coarsest width (2 published).
+    """
+
+    def __init__(
+        self,
+        codebook_size: int = 1024,
+        code_dim: int = 256,
+        channels: int = 128,
+        channel_mult: Sequence[int] = (1, 1, 2, 2, 4),
+        num_res_blocks: int = 2,
+    ) -> None:
+        super().__init__()
+        widths = [channels * m for m in channel_mult]
+        if any(w % 32 for w in widths):
+            raise ValueError(f"every width must be a multiple of 32 (GroupNorm), got {widths}")
+        self.codebook_size = codebook_size
+        self.upsample_factor = 2 ** (len(widths) - 1)
+        self.codebook = nn.Parameter(torch.randn(codebook_size, code_dim) / codebook_size)
+        self.conv_in = nn.Conv2d(code_dim, widths[-1], 3, padding=1)
+        self.mid = nn.ModuleList(ResBlock(widths[-1], widths[-1]) for _ in range(num_res_blocks))
+        # Coarse to fine: each level takes the next coarser level's width.
+        inputs = widths[1:] + widths[-1:]
+        self.stages = nn.ModuleList(
+            UpStage(inputs[i], widths[i], num_res_blocks, upsample=i > 0)
+            for i in reversed(range(len(widths)))
+        )
+        self.norm_out = _norm(widths[0])
+        self.conv_out = nn.Conv2d(widths[0], 3, 3, padding=1)
+
+    @property
+    def last_layer(self) -> Tensor:
+        """Weight of the output conv (the adaptive GAN weight balances gradients here)."""
+        return self.conv_out.weight
+
+    def forward(self, probs: Tensor) -> Tensor:
+        """probs (b h w c), a distribution over codes per cell -> images (b 3 H W)."""
+        codes = einsum(probs, self.codebook, "b h w c, c d -> b d h w")  # expected embedding
+        return self.decode_codes(codes)
+
+    def decode_ids(self, ids: Tensor) -> Tensor:
+        """ids (b h w) int64 -> images (b 3 H W): the VQGAN's own decoding of hard codes."""
+        codes = rearrange(F.embedding(ids, self.codebook), "b h w d -> b d h w")
+        return self.decode_codes(codes)
+
+    def decode_codes(self, codes: Tensor) -> Tensor:
+        """codes (b d h w) -> images (b 3 H W)."""
+        x = self.conv_in(codes)  # (b c h w)
+        for block in self.mid:
+            x = block(x)
+        for stage in self.stages:
+            x = stage(x)  # (b c' 2h 2w) until the finest level
+        return self.conv_out(F.silu(self.norm_out(x)))  # (b 3 H W)
