@@ -480,3 +480,18 @@ def test_published_families_through_the_command(family, name, tmp_path, capsys):
 def test_every_family_module_is_registered():
     assert {"titok", "one_d_piece"} <= set(FAMILIES)
     assert all(FAMILIES[name].name == name for name in FAMILIES)
+
+
+def test_a_damaged_published_layout_is_a_user_error(tmp_path, capsys):
+    """A real family meeting a tensor it did not expect (a TiTok checkpoint missing its patch
+    embedding) answers with the input's one-line error, not a traceback."""
+    from test_golden_titok import load
+
+    sources, _, meta = load("titok_vq8k")
+    del sources["model"]["encoder.patch_embed.weight"]
+    src = write(tmp_path / "damaged.bin", sources["model"])
+    (tmp_path / "config.json").write_text(json.dumps(meta["config"]))
+    code, _, err = cli("titok", src, tmp_path / "out", capsys=capsys)
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "damaged.bin" in err and "encoder.patch_embed.weight" in err, err
+    assert not (tmp_path / "out").exists()

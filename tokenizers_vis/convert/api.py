@@ -96,6 +96,14 @@ def convert(
         converted = fam.convert(tensors, published)
     except ConversionError as err:
         raise ConversionError(_naming(str(err), names)) from None
+    except (KeyError, IndexError, RuntimeError, ValueError) as err:
+        # A family reads the user's tensors: one it did not expect (a key missing where the
+        # layout said it would be, a tensor of another rank) is a fault of the input, so it
+        # gets the input's one-line message, not a traceback.
+        raise ConversionError(
+            f"{names}: family {fam.name!r} cannot read these tensors "
+            f"({type(err).__name__}: {err}); are they a {fam.name} checkpoint?"
+        ) from None
     check_converted(converted, fam.name, names)
     model = _load(converted, names)
     extra = {"converted_from": _provenance(fam, converted, sources, config_path)}

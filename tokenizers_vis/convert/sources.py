@@ -151,7 +151,9 @@ def _load(path: Path, what: str) -> Any:
             f"(it starts with {head[:8]!r})"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # mmap (zip files only): a multi-gigabyte checkpoint is paged in, not copied whole.
+        mmap = head.startswith(b"PK\x03\x04")
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # UnpicklingError (a forbidden global), a truncated zip, EOF ...
         raise ConversionError(
             f"{what} {path} is not a PyTorch state dict that loads without running code "
