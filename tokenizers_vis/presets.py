@@ -166,7 +166,7 @@ def titok_spec(
         quantizer = {"name": "vq", "codebook_size": 8192, "dim": 64, "normalize": False}
         dec["output_conv"] = True
     else:
-        quantizer = {"name": "vq", "codebook_size": 4096, "dim": 12}
+        quantizer = {"name": "vq", "codebook_size": 4096, "dim": 12, "normalize": True}
         enc["code_head"] = "raw_reshape"
         dec["pixel_decoder"] = {"name": "maskgit_vqgan"}
     # One-D-Piece trains with k uniform in 1..K; TiTok never drops (k < K still decodes, poorly).

@@ -205,7 +205,7 @@ def run_reference(
         for op, calls in calls_for(reference, ours, images, precision).items():
             seconds = paired(calls, ctx.device, ctx.warmup, max(3, ctx.repeats))
             record = {
-                "model": info["preset"] or "titok_b64",
+                "model": info["preset"] or "TiTok-B-64 (no preset matched)",
                 "op": op,
                 "precision": precision,
                 "batch": batch,
