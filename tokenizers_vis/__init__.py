@@ -9,6 +9,8 @@ Public API (what other generative models plug into):
     tv.list_tokenizers(); tv.create_tokenizer("tiny_cpu_fsq", max_tokens=16)
     tokens = tv.refine_tokens(tok, images, num_tokens=64, steps=30)  # codec use: slower encode,
                                                                      # same bytes, closer image
+    tv.convert("titok", "tokenizer_titok_b64.bin", "titok_b64", vqgan="maskgit-vqgan.bin")
+    tok = tv.Tokenizer.from_pretrained("owner/name")       # a repository in the local HF cache
 
 Saving and loading: `Tokenizer` is a `PretrainedMixin` (constructor kwargs captured as `.config`,
 `save_pretrained` / `from_pretrained`); any model of another package (the GPT in `generation`)
@@ -64,6 +66,16 @@ from tokenizers_vis.refine import refine_tokens  # noqa: E402
 from tokenizers_vis.tokenizer import Tokenizer, TokenizerOutput, Tokens  # noqa: E402
 
 
+def __getattr__(name: str) -> Any:
+    """`tokenizers_vis.convert` is imported on first use: the families it registers are needed
+    only by conversions, and `import tokenizers_vis` stays as fast as it was."""
+    if name == "convert":
+        import tokenizers_vis.convert as convert  # the package is callable: convert(...)
+
+        return convert
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def list_tokenizers() -> list[str]:
     """Names of the tokenizer presets `create_tokenizer` accepts."""
     return sorted(PRESETS)
@@ -82,6 +94,7 @@ __all__ = [
     "Tokenizer",
     "TokenizerOutput",
     "Tokens",
+    "convert",
     "create_tokenizer",
     "list_pretrained",
     "list_tokenizers",

@@ -34,6 +34,7 @@ from torch import nn
 
 from tokenizers_vis.atomic import atomic_write, atomic_write_with
 from tokenizers_vis.errors import VistokError
+from tokenizers_vis.hub_cache import cached_repo
 
 # Any nn.Module whose constructor kwargs are its spec and which keeps them as `.config` (a
 # `PretrainedMixin`): the Tokenizer, a GPT in `generation`. This module imports neither.
@@ -77,6 +78,8 @@ def resolve(name_or_dir: str | os.PathLike, shipped_dir: Path = SHIPPED_DIR) -> 
     shipped = list_pretrained(shipped_dir)
     if str(name_or_dir) in shipped:
         return shipped_dir / str(name_or_dir)
+    if cached := cached_repo(str(name_or_dir), (CONFIG_NAME, WEIGHTS_NAME), PretrainedError):
+        return cached
     raise PretrainedError(
         f"{name_or_dir!s} is neither a directory nor a shipped model; "
         f"shipped: {', '.join(shipped) or '(none)'}"

@@ -70,12 +70,19 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("pct_peak", "% of fp32 peak"), ("max_abs_diff", "max abs diff"),
         ("relative_diff", "relative diff"),
     ],
+    "reference": [
+        ("model", "model"), ("op", "op"), ("precision", "precision"), ("batch", "batch"),
+        ("reference_images_per_s", "reference images/s"),
+        ("vistok_images_per_s", "vistok images/s"), ("speedup", "vistok / reference"),
+        ("meets_goal", ">= 1.2"),
+    ],
 }  # fmt: skip
 
 TITLES = {
     "peak": "Matmul peak", "tokenizers": "Tokenizers", "rf": "Rectified-flow decoder steps",
     "codec": "Codec files", "training": "Training: Lightning vs bare PyTorch",
     "inception": "TF-Inception features",
+    "reference": "Converted TiTok vs the reference implementation",
 }  # fmt: skip
 
 
@@ -103,6 +110,12 @@ def _notes(name: str, section: dict[str, Any]) -> list[str]:
         speedup = section["library_default_speedup"]
         notes.append(f"{gflop:.2f} GFLOP per image (counted). Library default layout: {layout}, "
                      f"{speedup:.2f}x the previous default path.")  # fmt: skip
+    if name == "reference" and section.get("agreement_fp32"):
+        agree, commit = section["agreement_fp32"], section.get("reference_commit") or "unknown"
+        notes.append(f"Reference: {section['reference']} at {commit}. Same weights (its seeded "
+                     f"init, converted), same images and ids; fp32 agreement: "
+                     f"{100 * agree['ids_equal']:.1f}% equal ids, decoded pixels within "
+                     f"{agree['decode_max_abs_diff']:.2e}.")  # fmt: skip
     return notes + [str(n) for n in section.get("notes", [])]  # a plug-in section's own
 
 

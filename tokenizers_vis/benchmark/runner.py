@@ -24,6 +24,9 @@ from tokenizers_vis.benchmark.sections import load_section, plugin_names
 from tokenizers_vis.precision import pick_device, resolve_precision
 
 SECTIONS = ("peak", "tokenizers", "rf", "codec", "training", "inception")  # built in
+# Run only when asked for (`--sections reference`, or `--reference-titok DIR` given): they need
+# code from outside vistok.
+OPTIONAL_SECTIONS = ("reference",)
 NEEDS_PEAK = {"peak", "tokenizers", "rf", "inception"}  # report fractions of the peak
 TINY_RF = {"decoder": {"name": "rectified_flow", "patch_size": 4, "width": 32, "depth": 1,
                        "num_heads": 2}}  # fmt: skip
@@ -71,6 +74,8 @@ class BenchConfig:
     # Options of sections added through entry points: {section: {option: value}}, over the
     # section's own defaults (and its quick-run changes).
     section_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reference_titok: str | None = None  # a bytedance/1d-tokenizer checkout (or $VISTOK_TITOK_...)
+    reference_batch: int = 4
 
     @classmethod
     def quick_config(cls, **changes: Any) -> BenchConfig:
@@ -81,7 +86,7 @@ class BenchConfig:
             rf_batch=2, codec_model="tiny_cpu_fsq", codec_files=4, train_model="tiny_cpu_fsq",
             train_batch=4, train_steps=2, train_warmup=1, train_data="synthetic",
             inception_images=1, inception_batch=1, inception_batches=(),
-            inception_grad_modes=("no_grad",),
+            inception_grad_modes=("no_grad",), reference_batch=1,
         )  # fmt: skip
         return dataclasses.replace(quick, **changes)
 
@@ -127,8 +132,13 @@ def section_runners(cfg: BenchConfig) -> dict[str, Callable[[Context], dict[str,
                              cfg.inception_batches, cfg.inception_grad_modes,
                              cfg.inception_threads)  # fmt: skip
 
+    def reference(ctx: Context) -> dict[str, Any]:
+        from tokenizers_vis.benchmark.reference import run_reference
+
+        return run_reference(ctx, cfg.reference_titok, cfg.reference_batch)
+
     return {"peak": peak, "tokenizers": tokenizers, "rf": rf, "codec": codec,
-            "training": training, "inception": inception}  # fmt: skip
+            "training": training, "inception": inception, "reference": reference}  # fmt: skip
 
 
 def run_plugin(cfg: BenchConfig, name: str, ctx: Context) -> dict[str, Any]:
@@ -158,8 +168,8 @@ def _log(message: str) -> None:
 
 def run_device(cfg: BenchConfig, device: torch.device, command: str) -> dict[str, Any]:
     """Every selected section on `device`; a failing section is recorded, the others still run."""
-    known = section_names()
-    selected = known if cfg.sections is None else cfg.sections
+    known = [*section_names(), *OPTIONAL_SECTIONS]
+    selected = section_names() if cfg.sections is None else cfg.sections
     unknown = sorted(set(selected) - set(known))
     if unknown:
         raise ValueError(f"unknown sections {unknown}; known: {', '.join(known)}")
@@ -170,7 +180,8 @@ def run_device(cfg: BenchConfig, device: torch.device, command: str) -> dict[str
 
         start_server()  # its imports overlap with the first sections
     needs_peak = bool(NEEDS_PEAK & set(selected))
-    wanted = [s for s in known if s in selected or (s == "peak" and needs_peak)]
+    asked = set(selected) | ({"reference"} if cfg.reference_titok else set())
+    wanted = [s for s in known if s in asked or (s == "peak" and needs_peak)]
     runners = section_runners(cfg)
     started, results = time.perf_counter(), {}
     started_at = datetime.datetime.now().astimezone().isoformat(timespec="seconds")

@@ -9,7 +9,10 @@ fraction of peak, peak memory), rf (rectified-flow decoder time vs steps), codec
 files/s), training (Lightning vs a bare PyTorch loop), inception (TF-Inception feature speed and
 its exact faster paths), and the sections installed packages add under the
 `vistok.bench_sections` entry points (generation: gpt, tokens/s with and without the KV
-cache; their options below). The matmul peak is
+cache; their options below); reference, only when asked for: a converted TiTok-B-64 against the
+reference implementation in a checkout named by --reference-titok DIR (or
+VISTOK_TITOK_REFERENCE), encode and decode in fp32 and bf16, with the speed ratio and the two
+models' agreement. The matmul peak is
 measured whenever a section reports fractions of it. `--device auto` runs on the CPU and, when
 CUDA is available, on the GPU too, writing one report per device. Speed depends on whatever
 else the machine runs: benchmark an otherwise idle machine.
@@ -52,12 +55,12 @@ def _steps(text: str) -> tuple[int, ...]:
 
 
 def _sections(text: str) -> tuple[str, ...]:
-    from tokenizers_vis.benchmark.runner import section_names
+    from tokenizers_vis.benchmark.runner import OPTIONAL_SECTIONS, section_names
 
     names = tuple(t.strip() for t in text.split(",") if t.strip())
-    unknown = sorted(set(names) - set(section_names()))
+    unknown = sorted(set(names) - {*section_names(), *OPTIONAL_SECTIONS})
     if unknown or not names:
-        known = ", ".join(section_names())
+        known = ", ".join([*section_names(), *OPTIONAL_SECTIONS])
         raise argparse.ArgumentTypeError(f"unknown sections {unknown}; known: {known}")
     return names
 
@@ -82,6 +85,8 @@ OPTIONS = [
     ("--inception-batch", "inception_batch", positive, "Inception batch of the reference path"),
     ("--inception-batches", "inception_batches", _steps, "other Inception batch sizes to try"),
     ("--inception-threads", "inception_threads", _steps, "other thread counts to try"),
+    ("--reference-titok", "reference_titok", str, "1d-tokenizer checkout for `reference`"),
+    ("--reference-batch", "reference_batch", positive, "batch size for `reference`"),
 ]
 
 

@@ -26,6 +26,10 @@ COMMANDS = {
     "entropy": ("tokenizers_vis.cli.entropy", "fit a tokenizer's static entropy-coding table"),
     "data": ("tokenizers_vis.cli.data", "prepare, pack and show data sets"),
     "train": ("tokenizers_vis.cli.train", "train a tokenizer (LightningCLI: fit / validate)"),
+    "convert": (
+        "tokenizers_vis.cli.convert",
+        "published checkpoint (TiTok, FlexTok ...) -> pretrained dir",
+    ),
     "export": ("tokenizers_vis.cli.export", "checkpoint -> pretrained dir; tokenizer -> ONNX"),
     "eval": ("tokenizers_vis.cli.eval", "evaluate tokenizers and generators (rFID, PSNR, rate)"),
     "demo": ("tokenizers_vis.cli.demo", "the end-to-end demonstration on the bundled data"),

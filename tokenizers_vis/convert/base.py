@@ -50,7 +50,9 @@ class Family:
     """One published family. Subclasses set `name`, `sources` and implement `convert`.
 
     `sources` names the files the family reads, the first being the main checkpoint: `("model",)`,
-    or `("model", "vqgan")` for the TiTok models that decode through the MaskGIT-VQGAN.
+    or `("model", "vqgan")` for the TiTok models that decode through the MaskGIT-VQGAN. Only the
+    first is required: `convert` gets the others only when the user gave them, and a family that
+    needs one for this checkpoint raises ConversionError naming it.
     """
 
     name: ClassVar[str]
