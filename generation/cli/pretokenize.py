@@ -28,8 +28,7 @@ from tqdm.auto import tqdm
 from generation.data import TokenShardWriter
 from tokenizers_vis import Tokenizer
 from tokenizers_vis.cli.common import ArgumentParser, non_negative, positive, run
-from tokenizers_vis.data import build_dataset
-from tokenizers_vis.data.errors import DataError
+from tokenizers_vis.data import DataError, build_dataset
 from tokenizers_vis.errors import UsageError
 from tokenizers_vis.hub import PretrainedError
 from tokenizers_vis.precision import PRECISIONS, autocast, pick_device

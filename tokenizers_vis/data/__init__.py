@@ -11,6 +11,7 @@ from typing import Any
 
 from tokenizers_vis.data.build import DATASETS, build_dataset, parse_spec
 from tokenizers_vis.data.emoji import EMOJI_GROUPS, EmojiDataset, load_emoji
+from tokenizers_vis.data.errors import DataError, MissingDataError  # noqa: E402
 from tokenizers_vis.data.folder import FolderDataset
 from tokenizers_vis.data.photos import PhotoCropDataset
 from tokenizers_vis.data.shards import ShardDataset, pack_dataset, shard_urls
@@ -18,6 +19,8 @@ from tokenizers_vis.data.transforms import BadImageError, load_rgb, to_pil, to_t
 
 __all__ = [
     "DATASETS",
+    "DataError",
+    "MissingDataError",
     "EMOJI_GROUPS",
     "BadImageError",
     "EmojiDataset",
