@@ -34,7 +34,10 @@ def build_parser() -> ArgumentParser:
         "--max-pixels", type=positive, default=4096 * 4096, help="largest image, in pixels"
     )
     p.add_argument("--max-tiles", type=positive, default=64, help="most tiles one image codes")
-    p.add_argument("--threads", type=positive, help="torch threads (default: every core)")
+    # One intra-op thread: as fast for 32 px tiles, and it never spins against other work on a
+    # small shared machine (2 threads there made slider moves seconds long); raise it for
+    # large images on an idle machine.
+    p.add_argument("--threads", type=positive, default=1, help="torch threads (default 1)")
     return p
 
 
@@ -53,10 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             from tokenizers_vis.errors import VistokError
 
             raise VistokError(f"--port must be in 0..65535, got {args.port}")
-        if args.threads:
-            import torch
+        import torch
 
-            torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
         limits = Limits(
             max_upload_bytes=args.max_upload_mb * 2**20,
             max_pixels=args.max_pixels,

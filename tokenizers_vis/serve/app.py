@@ -41,6 +41,7 @@ SECURITY_HEADERS = {
     ),
 }
 
+DRAIN_BYTES = 2**30
 Handler = Callable[[Request], Awaitable[Any]]
 
 
@@ -104,16 +105,20 @@ def _view_request(request: Request) -> ViewRequest:
 
 
 async def _body(request: Request, limit: int) -> bytes:
-    """The request body, refused once it passes `limit` bytes (before any decoding)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PageError(f"upload of {int(declared):,} bytes is over the limit of {limit:,}")
+    """The request body, refused once it passes `limit` bytes (before any decoding). The rest
+    is read and dropped, up to `DRAIN_BYTES`, so the client gets the answer instead of a broken
+    connection (a browser shows that as a network error, not as the page's message)."""
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
-        if total > limit:
-            raise PageError(f"upload is over the limit of {limit:,} bytes")
-        chunks.append(chunk)
+        if total <= limit:
+            chunks.append(chunk)
+        elif total > DRAIN_BYTES:
+            break
+    if total > limit:
+        declared = request.headers.get("content-length", "")
+        size = f"{int(declared):,} bytes" if declared.isdigit() else "upload"
+        raise PageError(f"{size} is over the upload limit of {limit:,} bytes")
     return b"".join(chunks)
 
 

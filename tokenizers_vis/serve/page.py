@@ -28,6 +28,7 @@ from tokenizers_vis.serve.views import (
     Explorer,
     card,
     check_k,
+    decode_key,
     layout_text,
     png_data_url,
     tokens_bytes,
@@ -36,6 +37,8 @@ from tokenizers_vis.serve.views import (
 __all__ = ["Limits", "Page", "ViewRequest"]
 
 MAX_IDS_TILES = 16  # tiles whose ids the page lists
+MAX_VTOK_TILES = 1024  # an uploaded .vtok may ask for more tiles than the page's own encodes
+LARGE_PIXELS = 1 << 20  # larger images decode as jobs (a progress bar, a Cancel button)
 
 
 @dataclass(frozen=True)
@@ -159,24 +162,33 @@ class Page:
         entry, model, decoder, enc = parts
         return self.explorer.decode(entry, enc, model, decoder, k, req.steps or None, req.seed)
 
-    def _later(self, kind: str, decoder: ServedModel, fn, expected: float) -> Job | None:
-        """Long work (a sampling decoder) becomes a job; None: run it now."""
-        if not decoder.generative:
+    def _later(
+        self, kind: str, decoder: ServedModel, pixels: int, fn, expected: float | None
+    ) -> Job | None:
+        """Long work becomes a job (progress, cancel): a sampling decoder, or an image of more
+        than `LARGE_PIXELS`. None: run it now."""
+        if not decoder.generative and pixels <= LARGE_PIXELS:
             return None
         job = self.jobs.submit(kind, fn)
-        job.expected_s = expected
+        job.expected_s = expected if decoder.generative else None
         return job
+
+    def _expected(self, parts: tuple, steps: int) -> float:
+        return self.explorer.estimate_seconds(parts[2], parts[3].header.num_tiles, steps)
 
     def view(self, req: ViewRequest) -> dict[str, Any] | Job:
         """Everything the page shows for k: decode, JPEG, WebP, ids, .vtok size."""
         parts = self._settings(req)
         entry, model, decoder, enc = parts
         check_k(req.k, enc.header.max_tokens)
-        key = (entry.key, model.key, enc.layout, enc.scale, decoder.key, req.k)
-        cached = self.explorer.decodes.get((*key, req.steps or None, req.seed))
-        if cached is None and decoder.generative:
-            expected = self.explorer.estimate_seconds(decoder, enc.header.num_tiles, req.steps)
-            return self._later("view", decoder, lambda job: self._view(req, parts), expected)
+        key = decode_key(entry, enc, model, decoder, req.k, req.steps or None, req.seed)
+        if self.explorer.decodes.get(key) is None:
+            job = self._later(
+                "view", decoder, _pixels(entry), lambda job: self._view(req, parts),
+                self._expected(parts, req.steps),
+            )  # fmt: skip
+            if job is not None:
+                return job
         return self._view(req, parts)
 
     def _view(self, req: ViewRequest, parts: tuple) -> dict[str, Any]:
@@ -227,10 +239,8 @@ class Page:
                             "psnr": d["psnr"], "ssim": d["ssim"]})  # fmt: skip
             return {"strip": out, "decoder": decoder.key}
 
-        expected = len(ks) * self.explorer.estimate_seconds(
-            decoder, enc.header.num_tiles, req.steps
-        )
-        return self._later("strip", decoder, run, expected) or run(None)
+        expected = len(ks) * self._expected(parts, req.steps)
+        return self._later("strip", decoder, _pixels(parts[0]), run, expected) or run(None)
 
     def vtok(self, req: ViewRequest) -> tuple[bytes, str]:
         """The .vtok file of the first k tokens and a file name for it."""
@@ -250,6 +260,11 @@ class Page:
         except ValueError as err:  # VtokError and its subclasses: one line each
             raise PageError(f".vtok file: {' '.join(str(err).split())}") from None
         h = file.header
+        if h.size[0] * h.size[1] > self.limits.max_pixels or h.num_tiles > MAX_VTOK_TILES:
+            raise PageError(
+                f".vtok file: {h.size[0]}x{h.size[1]} in {h.num_tiles} tiles is more than this "
+                f"page decodes ({self.limits.max_pixels:,} pixels, {MAX_VTOK_TILES} tiles)"
+            )
 
         def run(job: Job | None) -> dict[str, Any]:
             with decoder.lock, torch.inference_mode():
@@ -262,7 +277,7 @@ class Page:
                                "coding": h.coding}, "decoder": decoder.key}  # fmt: skip
 
         expected = self.explorer.estimate_seconds(decoder, h.num_tiles, steps)
-        return self._later("vtok", decoder, run, expected) or run(None)
+        return self._later("vtok", decoder, h.size[0] * h.size[1], run, expected) or run(None)
 
     def generate(self, label: str, guidance: float, k: int, n: int, seed: int) -> Job:
         self.generator.check(label, k, n)
@@ -275,3 +290,7 @@ class Page:
 
 def _scores(decoded: dict[str, Any]) -> dict[str, Any]:
     return {"psnr": decoded["psnr"], "ssim": decoded["ssim"]}
+
+
+def _pixels(entry: ImageEntry) -> int:
+    return entry.image.width * entry.image.height

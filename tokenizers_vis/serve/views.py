@@ -4,10 +4,10 @@ Encoding happens once per (image, tokenizer, layout, scale): the codec writes th
 k = K and the page keeps its ids; every prefix k is then a `TokenFile` with the first k ids of
 every tile, decoded by `Codec.decode_stream` (the same call `vistok decode` makes) and written
 by `codec.dumps` for the download, byte for byte what `vistok encode --num-tokens k` writes
-(the encoder's ids at k are the first k of its ids at K). JPEG and WebP are swept once per image
-(`metrics.codec_sweep`, the evaluation's baselines) and the file closest to the tokens' bytes is
-shown (`metrics.nearest_quality`). Tokens cost their fixed length, `k * bits / 8` per tile
-(`metrics.token_bytes`), as in the evaluation reports.
+(the encoder's ids at k are the first k of its ids at K). JPEG and WebP files are made at the
+evaluation's qualities (`metrics.codec_roundtrip`, bisected and cached: `Explorer.baseline`) and
+the one closest to the tokens' bytes is shown (`metrics.nearest_quality`). Tokens cost their
+fixed length, `k * bits / 8` per tile (`metrics.token_bytes`), as in the evaluation reports.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from PIL import Image
 
 from tokenizers_vis import codec
 from tokenizers_vis.data import to_pil, to_tensor
-from tokenizers_vis.metrics import codec_sweep, nearest_quality, psnr, ssim, token_bytes
+from tokenizers_vis.metrics import codec_roundtrip, nearest_quality, psnr, ssim, token_bytes
+from tokenizers_vis.metrics.rate import DEFAULT_QUALITIES
 from tokenizers_vis.serve.images import LRU, ImageEntry, PageError
 from tokenizers_vis.serve.models import ServedModel
 
@@ -109,7 +110,12 @@ class Explorer:
     def __init__(self, max_tiles: int = 64, cache_mb: float = 256) -> None:
         self.max_tiles = max_tiles
         self.encoded: LRU[tuple, Encoded] = LRU(64)
-        self.sweeps: LRU[str, dict[str, list[Any]]] = LRU(16)
+        self.points: LRU[tuple, Any] = LRU(
+            cache_mb * 2**20, lambda p: p.images.numel() * 4
+        )  # JPEG / WebP files by (image, codec, quality)
+        self.cards: LRU[tuple, dict[str, Any]] = LRU(
+            cache_mb * 2**20, lambda c: len(c["src"])
+        )  # and what the page shows of them
         self.decodes: LRU[tuple, dict[str, Any]] = LRU(
             cache_mb * 2**20, lambda d: d["image"].width * d["image"].height * 3
         )
@@ -148,11 +154,11 @@ class Explorer:
     ) -> dict[str, Any]:
         """The decode of the first k tokens with `decoder`, and its scores (cached)."""
         check_k(k, enc.header.max_tokens)
-        sampling = (steps, seed) if decoder.generative else (None, 0)
-        key = (entry.key, owner.key, enc.layout, enc.scale, decoder.key, k, *sampling)
+        key = decode_key(entry, enc, owner, decoder, k, steps, seed)
         found = self.decodes.get(key)
         if found is not None:
             return found
+        sampling = key[-2:]
         start = time.perf_counter()
         with decoder.lock, torch.inference_mode():
             stream = decoder.codec.decode_stream([(None, enc.at(k))], sampling[0], sampling[1])
@@ -169,19 +175,56 @@ class Explorer:
         return self.seconds_per_tile_step.get(decoder.key, 0.02) * tiles * steps
 
     # ---------------------------------------------------------------------------- baselines
-    def sweep(self, entry: ImageEntry) -> dict[str, list[Any]]:
-        found = self.sweeps.get(entry.key)
-        if found is not None:
-            return found
-        x = to_tensor(entry.image)[None]  # (1 3 h w)
-        return self.sweeps.put(entry.key, {c: codec_sweep(x, c) for c in ("jpeg", "webp")})
+    def point(self, entry: ImageEntry, name: str, quality: int) -> Any:
+        """The image through JPEG or WebP at one quality (`metrics.codec_roundtrip`), cached."""
+        key = (entry.key, name, quality)
+        found = self.points.get(key)
+        if found is None:
+            found = self.points.put(
+                key, codec_roundtrip(to_tensor(entry.image)[None], name, quality)
+            )
+        return found
 
     def baseline(self, entry: ImageEntry, name: str, target_bytes: float) -> dict[str, Any]:
-        """The JPEG or WebP file of the image closest in bytes to `target_bytes`."""
-        point = nearest_quality(self.sweep(entry)[name], target_bytes)
-        decoded = to_pil(point.images[0])  # the decoded file, exactly
-        nbytes = int(point.bytes_per_image[0])
-        return card(decoded, entry, nbytes, scores(decoded, entry.image), quality=point.quality)
+        """The JPEG or WebP file of the image closest in bytes to `target_bytes`.
+
+        The evaluation sweeps every quality of `DEFAULT_QUALITIES`; the page bisects the same
+        list (file size grows with quality), so a large photo costs a few encodes per codec
+        instead of fifteen, and `nearest_quality` picks among the files it made, which include
+        the two that bracket the budget.
+        """
+        qualities = DEFAULT_QUALITIES[name]
+        lo, hi, seen = 0, len(qualities) - 1, []
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            seen.append(self.point(entry, name, qualities[mid]))
+            if seen[-1].mean_bytes < target_bytes:
+                lo = mid + 1
+            else:
+                hi = mid - 1
+        point = nearest_quality(seen, target_bytes)
+        key = (entry.key, name, point.quality)
+        found = self.cards.get(key)
+        if found is None:
+            decoded = to_pil(point.images[0])  # the decoded file, exactly
+            nbytes = int(point.bytes_per_image[0])
+            score = scores(decoded, entry.image)
+            found = self.cards.put(key, card(decoded, entry, nbytes, score, quality=point.quality))
+        return found
+
+
+def decode_key(
+    entry: ImageEntry,
+    enc: Encoded,
+    owner: ServedModel,
+    decoder: ServedModel,
+    k: int,
+    steps: int | None,
+    seed: int,
+) -> tuple:
+    """What a decode depends on (steps and seed only for a sampling decoder)."""
+    sampling = (steps, seed) if decoder.generative else (None, 0)
+    return (entry.key, owner.key, enc.layout, enc.scale, decoder.key, k, *sampling)
 
 
 def check_k(k: int, max_tokens: int) -> None:
