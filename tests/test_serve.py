@@ -206,8 +206,12 @@ def test_generation_grid_through_the_sample_plug_in_leaves_no_files(server):
 def test_helpers():
     assert powers_of_two(64) == [1, 2, 4, 8, 16, 32, 64]
     assert powers_of_two(48) == [1, 2, 4, 8, 16, 32, 48]
-    assert layout_scale((451, 300), 32, "tile", "auto", 64) == ("tile", 0.5)  # 8x5 tiles
-    assert layout_scale((451, 300), 32, "resize", "auto", 64) == ("resize", 1.0)
+    assert layout_scale((451, 300), 32, "tile", "auto", 256, 64) == ("tile", 0.5)  # 8x5 tiles
+    assert layout_scale((451, 300), 32, "tile", "auto", 256, 16) == ("tile", 0.25)  # 4x3
+    assert layout_scale((451, 300), 32, "tile", "1", 256, 16) == ("tile", 1.0)  # 15x10
+    with pytest.raises(ValueError, match="at most 100"):
+        layout_scale((451, 300), 32, "tile", "1", 100, 16)
+    assert layout_scale((451, 300), 32, "resize", "auto", 256, 16) == ("resize", 1.0)
     lru = LRU(10, cost=len)
     for key in ("a", "b", "c"):
         lru.put(key, "xxxx")

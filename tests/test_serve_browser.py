@@ -106,3 +106,25 @@ def test_upload_slider_download_and_errors(server, browser, tmp_path):
     slider.send_keys(Keys.END)  # the server still serves after the bad file
     decoded_at(browser, 64)
     assert float(card.get_attribute("data-bytes")) == 64 * 12 / 8
+
+
+def test_generation_tab_samples_a_grid(server, browser, tmp_path):
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(server.url)
+    until(browser, lambda d: d.find_element("tag name", "body").get_attribute("data-ready"))
+    browser.find_element("id", "tab-generate").click()
+    Select(browser.find_element("id", "gen-class")).select_by_value("smileys")
+    browser.execute_script(  # a short sequence: k = 8
+        "const k = document.getElementById('gen-k'); k.value = 8;"
+        "k.dispatchEvent(new Event('input'));"
+    )
+    assert browser.find_element("id", "gen-k-out").text == "8"
+    count = browser.find_element("id", "gen-n")
+    count.clear()
+    count.send_keys("3")
+    browser.find_element("id", "gen-run").click()
+    until(browser, lambda d: len(d.find_elements("css selector", "#gen-grid img")) == 3, 120)
+    assert "smileys" in browser.find_element("id", "gen-grid").text
+    assert not browser.find_element("id", "error").is_displayed()
+    browser.save_screenshot(str(tmp_path / "generation.png"))

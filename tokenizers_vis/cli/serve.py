@@ -33,12 +33,26 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--max-pixels", type=positive, default=4096 * 4096, help="largest image, in pixels"
     )
-    p.add_argument("--max-tiles", type=positive, default=64, help="most tiles one image codes")
+    p.add_argument(
+        "--max-tiles", type=positive, default=256, help="most tiles an image codes (256)"
+    )
+    p.add_argument(
+        "--auto-tiles", type=positive, default=16, help="most tiles of the automatic scale (16)"
+    )
     # One intra-op thread: as fast for 32 px tiles, and it never spins against other work on a
     # small shared machine (2 threads there made slider moves seconds long); raise it for
     # large images on an idle machine.
     p.add_argument("--threads", type=positive, default=1, help="torch threads (default 1)")
     return p
+
+
+def free_port(host: str) -> int:
+    """A port the OS says is free now (for --port 0, so the address printed is the real one)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,12 +77,14 @@ def main(argv: list[str] | None = None) -> int:
             max_upload_bytes=args.max_upload_mb * 2**20,
             max_pixels=args.max_pixels,
             max_tiles=args.max_tiles,
+            auto_tiles=args.auto_tiles,
         )
+        port = args.port or free_port(args.host)
         page = Page(args.model, gpt=args.gpt, limits=limits)
-        server = Server(page, args.host, args.port)
+        server = Server(page, args.host, port)
         where = "" if args.host in ("127.0.0.1", "localhost", "::1") else " (reachable from "
         where += "other machines)" if where else ""
-        print(f"{PROG}: http://{args.host}:{args.port}/{where}; Ctrl-C stops", flush=True)
+        print(f"{PROG}: http://{args.host}:{port}/{where}; Ctrl-C stops", flush=True)
         try:
             server.run()
         finally:

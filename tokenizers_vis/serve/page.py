@@ -38,7 +38,8 @@ __all__ = ["Limits", "Page", "ViewRequest"]
 
 MAX_IDS_TILES = 16  # tiles whose ids the page lists
 MAX_VTOK_TILES = 1024  # an uploaded .vtok may ask for more tiles than the page's own encodes
-LARGE_PIXELS = 1 << 20  # larger images decode as jobs (a progress bar, a Cancel button)
+# Larger images, or more tiles, decode as jobs (a progress bar, a Cancel button).
+LARGE_PIXELS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ class Limits:
 
     max_upload_bytes: int = 20 * 2**20
     max_pixels: int = 4096 * 4096
-    max_tiles: int = 64
+    max_tiles: int = 256  # tiles of an image at an explicit scale
+    auto_tiles: int = 16  # tiles of the automatic scale: a slider that answers at once
     max_steps: int = 200
 
 
@@ -93,7 +95,7 @@ class Page:
         self.models = ModelSet(models)
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="vistok-serve-"))
-        self.explorer = Explorer(max_tiles=self.limits.max_tiles)
+        self.explorer = Explorer(self.limits.max_tiles, self.limits.auto_tiles)
         self.images: LRU[str, ImageEntry] = LRU(
             512 * 2**20, lambda e: e.image.width * e.image.height * 3
         )  # uploads live in memory only
@@ -163,11 +165,13 @@ class Page:
         return self.explorer.decode(entry, enc, model, decoder, k, req.steps or None, req.seed)
 
     def _later(
-        self, kind: str, decoder: ServedModel, pixels: int, fn, expected: float | None
+        self, kind: str, decoder: ServedModel, size: tuple[int, int], fn, expected: float | None
     ) -> Job | None:
-        """Long work becomes a job (progress, cancel): a sampling decoder, or an image of more
-        than `LARGE_PIXELS`. None: run it now."""
-        if not decoder.generative and pixels <= LARGE_PIXELS:
+        """Long work becomes a job (progress, cancel): a sampling decoder, or (w, h, tiles)
+        over `LARGE_PIXELS` or `auto_tiles`. None: run it now."""
+        w, h, tiles = size
+        quick = w * h <= LARGE_PIXELS and tiles <= self.limits.auto_tiles
+        if quick and not decoder.generative:
             return None
         job = self.jobs.submit(kind, fn)
         job.expected_s = expected if decoder.generative else None
@@ -184,7 +188,7 @@ class Page:
         key = decode_key(entry, enc, model, decoder, req.k, req.steps or None, req.seed)
         if self.explorer.decodes.get(key) is None:
             job = self._later(
-                "view", decoder, _pixels(entry), lambda job: self._view(req, parts),
+                "view", decoder, _size(parts), lambda job: self._view(req, parts),
                 self._expected(parts, req.steps),
             )  # fmt: skip
             if job is not None:
@@ -240,7 +244,7 @@ class Page:
             return {"strip": out, "decoder": decoder.key}
 
         expected = len(ks) * self._expected(parts, req.steps)
-        return self._later("strip", decoder, _pixels(parts[0]), run, expected) or run(None)
+        return self._later("strip", decoder, _size(parts), run, expected) or run(None)
 
     def vtok(self, req: ViewRequest) -> tuple[bytes, str]:
         """The .vtok file of the first k tokens and a file name for it."""
@@ -277,7 +281,7 @@ class Page:
                                "coding": h.coding}, "decoder": decoder.key}  # fmt: skip
 
         expected = self.explorer.estimate_seconds(decoder, h.num_tiles, steps)
-        return self._later("vtok", decoder, h.size[0] * h.size[1], run, expected) or run(None)
+        return self._later("vtok", decoder, (*h.size, h.num_tiles), run, expected) or run(None)
 
     def generate(self, label: str, guidance: float, k: int, n: int, seed: int) -> Job:
         self.generator.check(label, k, n)
@@ -292,5 +296,6 @@ def _scores(decoded: dict[str, Any]) -> dict[str, Any]:
     return {"psnr": decoded["psnr"], "ssim": decoded["ssim"]}
 
 
-def _pixels(entry: ImageEntry) -> int:
-    return entry.image.width * entry.image.height
+def _size(parts: tuple) -> tuple[int, int, int]:
+    entry, enc = parts[0], parts[3]
+    return entry.image.width, entry.image.height, enc.header.num_tiles

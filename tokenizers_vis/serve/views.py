@@ -57,20 +57,24 @@ def scores(decoded: Image.Image, original: Image.Image) -> dict[str, float | Non
     return out
 
 
-def layout_scale(size: tuple[int, int], tile: int, layout: str, scale: str, max_tiles: int):
+def layout_scale(
+    size: tuple[int, int], tile: int, layout: str, scale: str, max_tiles: int, auto_tiles: int
+) -> tuple[str, float]:
     """The (layout, scale) to code with: "auto" takes the largest of 1, 1/2, 1/4, ... whose
-    tile grid has at most `max_tiles` tiles; an explicit scale over the limit is refused."""
+    tile grid has at most `auto_tiles` tiles (a slider that answers at once); an explicit
+    scale may give up to `max_tiles` (decoded as a job), more is refused."""
     if layout not in codec.LAYOUTS:
         raise PageError(f"unknown layout {layout!r}; known: {', '.join(codec.LAYOUTS)}")
     if layout == "resize":
         return layout, 1.0
-    candidates = [1.0 / 2**i for i in range(24)] if scale == "auto" else [_scale(scale)]
+    auto = scale == "auto"
+    candidates = [1.0 / 2**i for i in range(24)] if auto else [_scale(scale)]
     for s in candidates:
         w, h = codec.coded_size(size, tile, layout, s)
         tiles = -(-w // tile) * -(-h // tile)
-        if tiles <= max_tiles:
+        if tiles <= (auto_tiles if auto else max_tiles):
             return layout, s
-        if scale != "auto":
+        if not auto:
             raise PageError(
                 f"scale {scale} gives {tiles} tiles of {tile} px; this page codes at most "
                 f"{max_tiles} (vistok serve --max-tiles): pick a smaller scale or auto"
@@ -107,8 +111,8 @@ class Explorer:
     """Encodes once, decodes per k, scores against the original and the JPEG / WebP files of
     closest size; every result is cached (LRU) by image hash and settings."""
 
-    def __init__(self, max_tiles: int = 64, cache_mb: float = 256) -> None:
-        self.max_tiles = max_tiles
+    def __init__(self, max_tiles: int = 256, auto_tiles: int = 16, cache_mb: float = 256) -> None:
+        self.max_tiles, self.auto_tiles = max_tiles, auto_tiles
         self.encoded: LRU[tuple, Encoded] = LRU(64)
         self.points: LRU[tuple, Any] = LRU(
             cache_mb * 2**20, lambda p: p.images.numel() * 4
@@ -124,7 +128,9 @@ class Explorer:
     # ---------------------------------------------------------------------------- encoding
     def encode(self, entry: ImageEntry, model: ServedModel, layout: str, scale: str) -> Encoded:
         tile = model.tokenizer.image_size
-        layout, s = layout_scale(entry.image.size, tile, layout, scale, self.max_tiles)
+        layout, s = layout_scale(
+            entry.image.size, tile, layout, scale, self.max_tiles, self.auto_tiles
+        )
         key = (entry.key, model.key, layout, s)
         found = self.encoded.get(key)
         if found is not None:
@@ -273,7 +279,11 @@ def layout_text(entry: ImageEntry, enc: Encoded) -> str:
     )
     back = " and resamples back to the original size" if resampled else ""
     return (
-        f"{w0}x{h0} image, tile layout:{scaled} cut into {cols}x{rows} = {cols * rows} tiles of "
+        f"{w0}x{h0} image, tile layout:{scaled} cut into {cols}x{rows} = {_tiles(cols * rows)} of "
         f"{s}x{s} px,{padded} each tile its own sequence; decoding puts the tiles back, crops "
         f"the padding{back}."
     )
+
+
+def _tiles(n: int) -> str:
+    return "1 tile" if n == 1 else f"{n} tiles"
