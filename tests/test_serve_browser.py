@@ -128,3 +128,30 @@ def test_generation_tab_samples_a_grid(server, browser, tmp_path):
     assert "smileys" in browser.find_element("id", "gen-grid").text
     assert not browser.find_element("id", "error").is_displayed()
     browser.save_screenshot(str(tmp_path / "generation.png"))
+
+
+def test_example_photo_tiles_and_the_rectified_flow_decoder(server, browser, tmp_path):
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(server.url)
+    until(browser, lambda d: d.find_element("tag name", "body").get_attribute("data-ready"))
+    photos = [o for o in browser.find_elements("css selector", "#example option")
+              if o.get_attribute("value").startswith("photo")]  # fmt: skip
+    assert photos, "no held-out photo among the examples"
+    Select(browser.find_element("id", "example")).select_by_value(photos[0].get_attribute("value"))
+    until(browser, lambda d: "tiles of 32x32 px" in d.find_element("id", "layout-text").text)
+    assert "tile layout" in browser.find_element("id", "layout-text").text
+    Select(browser.find_element("id", "example")).select_by_index(1)  # a held-out emoji
+    vit = decoded_at(browser, 16)
+    browser.execute_script(  # few sampling steps: the test is about the page, not the sampler
+        "const s = document.getElementById('steps'); s.value = 2; s.dataset.touched = '1';"
+        "s.dispatchEvent(new Event('input'));"
+    )
+    assert browser.find_element("id", "steps-out").get_attribute("textContent") == "2"
+    Select(browser.find_element("id", "decoder")).select_by_value("emoji32_rf")
+    caption = browser.find_element("css selector", "#card-decoded figcaption")
+    until(browser, lambda d: caption.text == "Tokens (emoji32_rf)", 120)
+    assert browser.find_element("id", "sampling").is_displayed()
+    assert browser.find_element("id", "decoded-img").get_attribute("src") != vit
+    assert not browser.find_element("id", "error").is_displayed()
+    browser.save_screenshot(str(tmp_path / "rectified_flow.png"))

@@ -154,6 +154,7 @@ async function refreshStrip() {
 function setImage(desc) {
   state.image = desc;
   state.stripKey = "";
+  $("strip").replaceChildren();  // never another image's strip beside this one
   $("image-info").textContent = `${desc.name}: ${desc.width}x${desc.height}`;
   refresh();
 }
