@@ -97,6 +97,7 @@ def test_malformed_uploads_are_refused_in_one_line_and_the_server_serves_the_nex
         assert time.perf_counter() - start < 5, f"{name}: decoded instead of refused?"
     status, desc = call(server, "/api/image", photo, "POST")  # and the next good one works
     assert status == 200 and (desc["width"], desc["height"]) == (40, 30)
+    assert list(server.page.workdir.iterdir()) == []  # uploads never touch the disk
 
 
 def test_bad_parameters_are_refused(server, emoji):

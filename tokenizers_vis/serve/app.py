@@ -122,65 +122,73 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def routes(page: Page) -> list[Any]:
-    limit = page.limits.max_upload_bytes
+class Api:
+    """The endpoints: parse a request, call `Page` off the event loop, return its answer."""
 
-    async def index(request: Request) -> Response:
+    def __init__(self, page: Page) -> None:
+        self.page, self.limit = page, page.limits.max_upload_bytes
+
+    async def index(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=SECURITY_HEADERS)
 
-    async def info(request: Request) -> Any:
-        return await run_in_threadpool(page.info)
+    async def info(self, request: Request) -> Any:
+        return await run_in_threadpool(self.page.info)
 
-    async def upload(request: Request) -> Any:
-        data = await _body(request, limit)
+    async def upload(self, request: Request) -> Any:
+        data = await _body(request, self.limit)
         name = unquote(request.headers.get("x-filename", "upload"))[:200]
-        return await run_in_threadpool(page.upload, data, name)
+        return await run_in_threadpool(self.page.upload, data, name)
 
-    async def example(request: Request) -> Any:
-        return await run_in_threadpool(page.example, request.query_params.get("id", ""))
+    async def example(self, request: Request) -> Any:
+        return await run_in_threadpool(self.page.example, request.query_params.get("id", ""))
 
-    async def view(request: Request) -> Any:
-        return await run_in_threadpool(page.view, _view_request(request))
+    async def view(self, request: Request) -> Any:
+        return await run_in_threadpool(self.page.view, _view_request(request))
 
-    async def strip(request: Request) -> Any:
-        return await run_in_threadpool(page.strip, _view_request(request))
+    async def strip(self, request: Request) -> Any:
+        return await run_in_threadpool(self.page.strip, _view_request(request))
 
-    async def vtok(request: Request) -> Any:
-        data, name = await run_in_threadpool(page.vtok, _view_request(request))
+    async def vtok(self, request: Request) -> Any:
+        data, name = await run_in_threadpool(self.page.vtok, _view_request(request))
         headers = {**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'}
         return Response(data, media_type="application/octet-stream", headers=headers)
 
-    async def decode_vtok(request: Request) -> Any:
-        data = await _body(request, limit)
+    async def decode_vtok(self, request: Request) -> Any:
+        data = await _body(request, self.limit)
         q = request.query_params
         args = (q.get("model", ""), q.get("decoder", ""), _int(request, "steps", 0))
-        return await run_in_threadpool(page.decode_vtok, data, *args, _int(request, "seed", 0))
+        seed = _int(request, "seed", 0)
+        return await run_in_threadpool(self.page.decode_vtok, data, *args, seed)
 
-    async def generate(request: Request) -> Any:
+    async def generate(self, request: Request) -> Any:
         q = request.query_params
         args = (q.get("class", "all"), _float(request, "guidance", 3.0), _int(request, "k", 64))
-        return page.generate(*args, _int(request, "n", 8), _int(request, "seed", 0))
+        return self.page.generate(*args, _int(request, "n", 8), _int(request, "seed", 0))
 
-    async def job(request: Request) -> Any:
-        return page.jobs.get(request.path_params["job_id"])
+    async def job(self, request: Request) -> Any:
+        return self.page.jobs.get(request.path_params["job_id"])
 
-    async def cancel(request: Request) -> Any:
-        found = page.jobs.get(request.path_params["job_id"])
+    async def cancel(self, request: Request) -> Any:
+        found = self.page.jobs.get(request.path_params["job_id"])
         found.cancel()
         return found
 
+
+def routes(page: Page) -> list[Any]:
+    api = Api(page)
+    post = ["POST"]
     return [
-        Route("/", endpoint(index)),
-        Route("/api/info", endpoint(info)),
-        Route("/api/image", endpoint(upload), methods=["POST"]),
-        Route("/api/example", endpoint(example), methods=["POST"]),
-        Route("/api/view", endpoint(view)),
-        Route("/api/strip", endpoint(strip)),
-        Route("/api/vtok", endpoint(vtok)),
-        Route("/api/decode-vtok", endpoint(decode_vtok), methods=["POST"]),
-        Route("/api/generate", endpoint(generate), methods=["POST"]),
-        Route("/api/jobs/{job_id}", endpoint(job)),
-        Route("/api/jobs/{job_id}/cancel", endpoint(cancel), methods=["POST"]),
+        Route("/", endpoint(api.index)),
+        Route("/api/info", endpoint(api.info)),
+        Route("/api/image", endpoint(api.upload), methods=post),
+        Route("/api/example", endpoint(api.example), methods=post),
+        Route("/api/view", endpoint(api.view)),
+        Route("/api/strip", endpoint(api.strip)),
+        Route("/api/vtok", endpoint(api.vtok)),
+        Route("/api/decode-vtok", endpoint(api.decode_vtok), methods=post),
+        Route("/api/generate", endpoint(api.generate), methods=post),
+        Route("/api/jobs/{job_id}", endpoint(api.job)),
+        Route("/api/jobs/{job_id}/cancel", endpoint(api.cancel), methods=post),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 
