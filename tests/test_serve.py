@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,14 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("starlette", reason="vistok[serve] is not installed")  # the optional extra
-
-from tokenizers_vis import codec  # noqa: E402
-from tokenizers_vis.cli import serve as serve_cli  # noqa: E402
-from tokenizers_vis.serve import Limits, Page, Server  # noqa: E402
-from tokenizers_vis.serve.images import LRU  # noqa: E402
-from tokenizers_vis.serve.page import powers_of_two  # noqa: E402
-from tokenizers_vis.serve.views import layout_scale  # noqa: E402
+from tokenizers_vis import codec
+from tokenizers_vis.cli import serve as serve_cli
+from tokenizers_vis.serve import Limits, Page, Server
+from tokenizers_vis.serve.images import LRU
+from tokenizers_vis.serve.page import powers_of_two
+from tokenizers_vis.serve.views import layout_scale
 
 MAX_UPLOAD = 256 * 1024
 
@@ -217,6 +216,13 @@ def test_helpers():
     for key in ("a", "b", "c"):
         lru.put(key, "xxxx")
     assert lru.get("a") is None and lru.get("c") == "xxxx"
+
+
+def test_cli_without_the_web_extra_says_how_to_install_it(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if `vistok[serve]` were missing
+    assert serve_cli.main(["--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'vistok[serve]'" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_refuses_bad_ports_in_one_line(capsys):
