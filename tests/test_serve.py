@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import struct
 import sys
 import time
@@ -229,6 +230,13 @@ def test_cli_refuses_bad_ports_in_one_line(capsys):
     assert serve_cli.main(["--port", "70000"]) == 2
     assert "--port must be in 0..65535" in capsys.readouterr().err
     assert serve_cli.main(["--max-tiles", "0"]) == 2
+    capsys.readouterr()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert serve_cli.main(["--port", str(taken.getsockname()[1])]) == 2
+    err = capsys.readouterr().err
+    assert "cannot listen on 127.0.0.1" in err and len(err.strip().splitlines()) == 1
 
 
 def test_large_images_use_the_tile_rules(server):

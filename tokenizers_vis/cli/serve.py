@@ -46,13 +46,20 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def free_port(host: str) -> int:
-    """A port the OS says is free now (for --port 0, so the address printed is the real one)."""
+def free_port(host: str, port: int = 0) -> int:
+    """`port` if it can be bound on `host` now (0: one the OS picks), before minutes of model
+    loading, so a taken port or a bad address is one line up front."""
     import socket
 
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    from tokenizers_vis.errors import VistokError
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+            return int(s.getsockname()[1])
+    except OSError as err:
+        hint = " (--port 0 picks a free one)" if port else ""
+        raise VistokError(f"cannot listen on {host}:{port}: {err.strerror}{hint}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             from tokenizers_vis.errors import VistokError
 
             raise VistokError(f"--port must be in 0..65535, got {args.port}")
+        port = free_port(args.host, args.port)
         import torch
 
         torch.set_num_threads(args.threads)
@@ -79,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
             max_tiles=args.max_tiles,
             auto_tiles=args.auto_tiles,
         )
-        port = args.port or free_port(args.host)
         page = Page(args.model, gpt=args.gpt, limits=limits)
         server = Server(page, args.host, port)
         where = "" if args.host in ("127.0.0.1", "localhost", "::1") else " (reachable from "
