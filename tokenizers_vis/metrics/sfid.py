@@ -2,7 +2,7 @@
 with Sparse Representations"; the metric of ADM's evaluator, Dhariwal & Nichol 2021).
 
 The features are the TF graph's ``mixed_6/conv`` tensor: the ReLU output of the first 1x1
-convolution (192 channels, 17 x 17 at 299 px input) of the seventh mixed block, ``Mixed_6c``'s
+convolution (192 channels, 17 x 17 at 299 px input) of the seventh mixed block, ``Mixed_6d``'s
 ``branch1x1`` in torch-fidelity's names. Only its first 7 channels are kept and flattened in
 TensorFlow's NHWC order, ``(h, w, c)`` with the channel fastest, into 17 * 17 * 7 = 2023
 dimensions. The order matters only when comparing with statistics computed elsewhere (ADM's
