@@ -144,15 +144,21 @@ def test_statistics_match_numpy_cov_and_refuse_mismatched_dims():
 def test_suite_reports_every_metric_and_says_why_is_is_missing():
     g = _gen(9)  # narrow stand-ins for the 2048 / 2023 / 1008-wide features
     real = FeatureSet(_cluster_features(40, 16, 10, 0.0), torch.rand(40, 12, generator=g))
-    fake = FeatureSet(_cluster_features(30, 16, 11, 0.3), torch.rand(30, 12, generator=g),
-                      torch.randn(30, 50, generator=g))  # fmt: skip
+    fake = FeatureSet(
+        _cluster_features(30, 16, 11, 0.3),
+        torch.rand(30, 12, generator=g),
+        torch.randn(30, 50, generator=g),
+    )
     out = suite_metrics(ReferenceSide.from_features(real), fake)
     for name in ("fid", "sfid", "inception_score", "precision", "recall", "kid_mean"):
         assert isinstance(out[name], float), name
     assert out["sfid"] == pytest.approx(sfid(real.spatial, fake.spatial), rel=1e-6)
-    no_logits = suite_metrics(ReferenceSide.from_features(real), FeatureSet(fake.pool, fake.spatial))
+    no_logits = suite_metrics(
+        ReferenceSide.from_features(real), FeatureSet(fake.pool, fake.spatial)
+    )
     assert no_logits["inception_score"] is None and "classifier" in no_logits["notes"]
-    stats_only = ReferenceSide(GaussianStatistics.from_features(real.pool),
-                               GaussianStatistics.from_features(real.spatial))  # fmt: skip
+    stats_only = ReferenceSide(
+        GaussianStatistics.from_features(real.pool), GaussianStatistics.from_features(real.spatial)
+    )
     partial = suite_metrics(stats_only, fake)
     assert partial["precision"] is None and partial["fid"] == pytest.approx(out["fid"])

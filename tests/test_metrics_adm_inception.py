@@ -30,7 +30,8 @@ def test_pinned_network_gives_spatial_pool_and_logits_where_the_file_has_them(
     assert not net.has_classifier and set(out) == {"pool", "spatial"}
     assert out["spatial"].shape == (2, 192, 17, 17) and out["pool"].shape == (2, 2048)
     assert torch.equal(out["pool"], pool)
-    # mixed_6/conv is the archive's own layer of that name (conv, batch norm, ReLU) on Mixed_6c (TF: mixed, mixed_1, .. mixed_6 = the 7th block, Mixed_6d).
+    # mixed_6/conv (TF names mixed, mixed_1, ..: mixed_6 is the 7th block, Mixed_6d) is the
+    # archive's own layer of that name (conv, batch norm, ReLU) applied to Mixed_6c's output.
     archive = torch.jit.load(str(path)).eval()
     with torch.no_grad():
         expected = archive.net.layers.mixed_6.conv(before.contiguous())

@@ -19,11 +19,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from tokenizers_vis.errors import VistokError
+
 CODEC_QUALITY_RANGE = {"jpeg": (1, 95), "webp": (0, 100)}
 PERCEPTUAL_KINDS = ("inception", "lpips_vgg", "auto", "none")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(VistokError):
     """A mistake in an evaluation's inputs (model, data, settings); nothing was computed."""
 
 

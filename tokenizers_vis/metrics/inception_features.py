@@ -54,8 +54,9 @@ class FeatureSet:
         if len(has_logits) > 1:
             raise ValueError("some feature parts have logits and some do not")
         logits = torch.cat([p.logits for p in parts]) if has_logits == {True} else None
-        return cls(torch.cat([p.pool for p in parts]), torch.cat([p.spatial for p in parts]),
-                   logits)  # fmt: skip
+        return cls(
+            torch.cat([p.pool for p in parts]), torch.cat([p.spatial for p in parts]), logits
+        )
 
 
 @torch.no_grad()

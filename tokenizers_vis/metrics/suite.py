@@ -101,9 +101,7 @@ def suite_metrics(
     elif len(fake) < is_splits:
         notes.append(f"no Inception Score: {len(fake)} images, fewer than {is_splits} splits")
     else:
-        out["inception_score"], out["inception_score_std"] = inception_score(
-            fake.logits, is_splits
-        )
+        out["inception_score"], out["inception_score_std"] = inception_score(fake.logits, is_splits)
     out |= {"precision": None, "recall": None, "kid_mean": None, "kid_std": None}
     if reference.pool is None:
         notes.append("no precision / recall / KID: the reference has statistics only")
