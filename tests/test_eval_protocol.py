@@ -11,12 +11,17 @@ import torch
 from PIL import Image
 from torch import nn
 
+import tokenizers_vis as tv
 from tokenizers_vis.cli.eval import main
 from tokenizers_vis.evaluation import inputs
 from tokenizers_vis.evaluation.center_crop import adm_center_crop
 from tokenizers_vis.evaluation.inputs import EvaluationError
 from tokenizers_vis.evaluation.reference_batch import ReferenceBatchError, read_reference
-from tokenizers_vis.evaluation.suite_api import evaluate_generator_suite, make_reference
+from tokenizers_vis.evaluation.suite_api import (
+    evaluate_generator_suite,
+    evaluate_tokenizer_suite,
+    make_reference,
+)
 
 
 def test_center_crop_hand_computed():
@@ -235,3 +240,38 @@ def test_cli_mistakes_exit_2_with_one_line(argv, message, tmp_path, fake_net, ca
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not list(tmp_path.glob("*.npz"))
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tv.create_tokenizer("tiny_cpu_fsq").eval()  # 16 px, K = 8
+
+
+def test_tokenizer_suite_resumes_to_the_same_rows(tok, fake_net, tmp_path, one_thread):
+    kwargs = dict(
+        protocol=None,
+        split="test",
+        num_images=12,
+        ks=[1, 8],
+        batch_size=5,
+        device="cpu",
+        precision="fp32",
+    )
+    whole = evaluate_tokenizer_suite(tok, "emoji", use_cache=False, **kwargs)
+    assert [r["k"] for r in whole.rows] == [1, 8, "original"]
+    for row in whole.rows[:2]:
+        for name in ("rfid", "sfid", "inception_score", "precision", "recall", "psnr", "ssim"):
+            assert isinstance(row[name], float), name
+    assert whole.meta["images"] == 12 and whole.meta["failed"] == 0
+    fake_net.calls, fake_net.fail_after = 0, 4  # 3 calls a batch (originals, k=1, k=8)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_tokenizer_suite(tok, "emoji", cache_dir=tmp_path, **kwargs)
+    fake_net.calls, fake_net.fail_after = 0, None
+    resumed = evaluate_tokenizer_suite(tok, "emoji", cache_dir=tmp_path, **kwargs)
+    assert resumed.meta["cached_batches"] == 1 and fake_net.calls == 6  # 2 batches of 3
+    assert resumed.rows == whole.rows
+
+
+def test_protocol_needs_its_image_size(tok, fake_net, tmp_path):
+    with pytest.raises(EvaluationError, match="scores 256 px images; the tokenizer works at 16"):
+        evaluate_tokenizer_suite(tok, f"folder:{tmp_path}", protocol="imagenet256")
