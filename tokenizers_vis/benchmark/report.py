@@ -83,6 +83,10 @@ TITLES = {
 }  # fmt: skip
 
 
+def _percent(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
 def _notes(name: str, section: dict[str, Any]) -> list[str]:
     notes = []
     if section.get("error"):
@@ -112,13 +116,11 @@ def _notes(name: str, section: dict[str, Any]) -> list[str]:
         notes.append(f"{gflop:.2f} GFLOP per image (counted). Library default layout: {layout}, "
                      f"{speedup:.2f}x the previous default path.")  # fmt: skip
     for r in section.get("suite_records", []) if name == "inception" else []:
-        def pct(x: float | None) -> str:
-            return "n/a" if x is None else f"{100 * x:.1f} %"
-
+        fp32, bf16 = _percent(r["fraction_of_peak"]), _percent(r["fraction_of_bf16_peak"])
         notes.append(f"Suite pass ({r['path']}: {r['image_size']} px uint8, batch {r['batch']}): "
-                     f"{r['images_per_s']:.2f} images/s, {pct(r['fraction_of_peak'])} of the "
-                     f"{r['precision']} peak, {pct(r['fraction_of_bf16_peak'])} of the bf16 peak; "
-                     f"pool features {r['relative_diff']:.1e} relative from fp32.")  # fmt: skip
+                     f"{r['images_per_s']:.2f} images/s, {fp32} of the {r['precision']} peak, "
+                     f"{bf16} of the bf16 peak; pool features {r['relative_diff']:.1e} relative "
+                     "from fp32.")  # fmt: skip
     return notes
 
 

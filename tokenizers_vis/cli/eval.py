@@ -175,6 +175,7 @@ def cmd_generator_suite(args: argparse.Namespace) -> int:
         args.reference,
         protocol=args.protocol,
         num_images=args.num_images,
+        size=args.size,
         batch_size=args.batch_size,
         device=args.device,
         seed=args.seed,

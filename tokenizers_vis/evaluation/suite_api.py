@@ -188,6 +188,7 @@ def evaluate_generator_suite(
     *,
     protocol: str | None = "imagenet256",
     num_images: int | None = None,
+    size: int | None = None,
     batch_size: int = 64,
     device: str = "auto",
     seed: int = 0,
@@ -195,12 +196,13 @@ def evaluate_generator_suite(
     use_cache: bool = True,
     progress: bool = False,
 ) -> SuiteEvaluation:
-    """The suite for generated samples (an ``.npz`` with ``arr_0``, or a folder of images)."""
+    """The suite for generated samples (an ``.npz`` with ``arr_0``, or a folder of images
+    through the protocol's crop; without a protocol, a folder is read at ``size``)."""
     start = time.time()
     dev, proto, net, info = _setup(device, protocol)
     root = _cache(cache_dir, use_cache)
     side, ref_info = _reference_side(reference, net, info, proto, batch_size, root, progress)
-    source = open_source(samples, proto, "test", None, num_images)
+    source = open_source(samples, proto, "all", size, num_images)
     if isinstance(source, NpzSource) and proto is not None:
         _check_size(source, proto)
     result = _features_pass(source, net, info, proto, batch_size, root, progress, "samples")

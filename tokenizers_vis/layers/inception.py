@@ -190,11 +190,10 @@ class InceptionV3Features(nn.Module):
         """
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 (b, 3, h, w), got {images.dtype} {images.shape}")
-        dtype = self.Conv2d_1a_3x3.conv.weight.dtype
-        x = images.to(dtype)
+        x = images.float()  # the resize's sampling grid needs fp32 whatever the weights' dtype
         if tuple(x.shape[-2:]) != (INPUT_SIZE, INPUT_SIZE):
             x = resize_bilinear_tf1(x, INPUT_SIZE)
-        x = (x - 128) / 128
+        x = ((x - 128) / 128).to(self.Conv2d_1a_3x3.conv.weight.dtype)
         out = {}
         for name in STAGES:
             if name == "Mixed_6d":
