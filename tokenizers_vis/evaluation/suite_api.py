@@ -92,8 +92,26 @@ def _cache(cache_dir, use: bool) -> Path | None:
     return cache_root(Path(cache_dir) if cache_dir else None, "eval_batches") if use else None
 
 
+def _code_digest() -> str:
+    """Digest of the code that makes cached per-batch results: a fix there never serves stale
+    features."""
+    import hashlib
+
+    import tokenizers_vis.evaluation.center_crop as crop
+    import tokenizers_vis.layers.inception as inception
+    import tokenizers_vis.metrics.inception_features as features
+    import tokenizers_vis.metrics.reconstruction as reconstruction
+    import tokenizers_vis.metrics.sfid as sfid
+
+    h = hashlib.sha1()
+    for module in (crop, inception, features, reconstruction, sfid):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _features_pass(source, net, info, proto, batch_size, cache_root, progress, desc) -> PassResult:
     key = {
+        "code": _code_digest(),
         "pass": "features",
         "source": source.identity(),
         "batch_size": batch_size,
@@ -307,6 +325,7 @@ def evaluate_tokenizer_suite(
     ks = inputs.sweep_ks(ks, tok.max_tokens)
     source = open_source(data, proto, split, tok.image_size, num_images, seed)
     key = {
+        "code": _code_digest(),
         "pass": "tokenizer",
         "source": source.identity(),
         "batch_size": batch_size,
