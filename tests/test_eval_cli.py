@@ -186,7 +186,8 @@ def test_tokenizer_fid_and_perceptual(model_dir, tmp_path, cache_dir, capsys):
     # The originals' features are cached, and so is the JPEG row (it does not depend on the model).
     assert len(list((cache_dir / "fid_reference").glob("*.safetensors"))) == 1
     assert len(list((cache_dir / "codec_baselines").glob("jpeg-q50-*.json"))) == 1
-    assert "| rFID | KID | PSNR |" in (out / "report.md").read_text()
+    # sFID and precision / recall join rFID (IS needs the classifier and >= 10 images).
+    assert "| rFID | sFID | Prec. | Rec. | KID | PSNR |" in (out / "report.md").read_text()
 
 
 def test_generator_self_fid_is_zero(tmp_path, cache_dir, test_images, capsys):

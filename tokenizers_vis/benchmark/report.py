@@ -86,6 +86,10 @@ TITLES = {
 }  # fmt: skip
 
 
+def _percent(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
 def _notes(name: str, section: dict[str, Any]) -> list[str]:
     notes = []
     if section.get("error"):
@@ -110,6 +114,12 @@ def _notes(name: str, section: dict[str, Any]) -> list[str]:
         speedup = section["library_default_speedup"]
         notes.append(f"{gflop:.2f} GFLOP per image (counted). Library default layout: {layout}, "
                      f"{speedup:.2f}x the previous default path.")  # fmt: skip
+    for r in section.get("suite_records", []) if name == "inception" else []:
+        fp32, bf16 = _percent(r["fraction_of_peak"]), _percent(r["fraction_of_bf16_peak"])
+        notes.append(f"Suite pass ({r['path']}: {r['image_size']} px uint8, batch {r['batch']}): "
+                     f"{r['images_per_s']:.2f} images/s, {fp32} of the {r['precision']} peak, "
+                     f"{bf16} of the bf16 peak; pool features {r['relative_diff']:.1e} relative "
+                     "from fp32.")  # fmt: skip
     if name == "reference" and section.get("agreement_fp32"):
         agree, commit = section["agreement_fp32"], section.get("reference_commit") or "unknown"
         notes.append(f"Reference: {section['reference']} at {commit}. Same weights (its seeded "

@@ -8,6 +8,13 @@
     vistok eval generator --samples DIR|FILE.npz --data SPEC [--split test] [--num-images N]
         [--size S] [--batch-size B] [--out DIR] [--seed S] [--device D] [--cache-dir DIR]
 
+The field's suite (FID / rFID, sFID, Inception Score, precision / recall, KID; ADM's evaluator)
+under a named protocol, streaming and resumable:
+    vistok eval reference --data folder:DIR|SPEC|FILE.npz -o ref.npz [--protocol imagenet256]
+        [--size S] [--split test] [--num-images N]
+    vistok eval tokenizer --protocol imagenet256 --model M --data folder:DIR [--ks ..]
+    vistok eval generator --protocol imagenet256 --reference ref.npz --samples FILE.npz|DIR
+
 A thin layer over `tokenizers_vis.evaluation` (evaluate_tokenizer / evaluate_generator, then
 write_report); see that module for what is measured and how. User mistakes print one line on
 stderr and exit with status 2. Nothing is written until every number is computed, and then each
@@ -50,7 +57,82 @@ def write(result, out: Path) -> list[Path]:
         raise EvaluationError(f"--out {out}: cannot write: {err}") from None
 
 
+def _suite_written(result, out: Path, args: argparse.Namespace) -> int:
+    from tokenizers_vis.evaluation.suite_report import suite_table, write_suite_report
+
+    result.meta["command"] = "vistok eval " + " ".join(args.argv)
+    try:
+        written = write_suite_report(result, out)
+    except OSError as err:
+        raise EvaluationError(f"--out {out}: cannot write: {err}") from None
+    report = result.to_dict()
+    print(
+        f"protocol {report['protocol']['name']}, extractor sha1 "
+        f"{result.meta['extractor']['sha1']}, {result.meta['images']} images "
+        f"({result.meta['failed']} unreadable)"
+    )
+    print(suite_table(report))
+    for note in sorted({r["notes"] for r in result.rows if r.get("notes")}):
+        print(f"note: {note}")
+    print(f"wrote {', '.join(p.name for p in written)} to {out}")
+    return 0
+
+
+def cmd_tokenizer_suite(args: argparse.Namespace) -> int:
+    from tokenizers_vis.evaluation.suite_api import evaluate_tokenizer_suite
+
+    out = output_dir(args.out, args.model, args.protocol, Path(args.data).name)
+    result = evaluate_tokenizer_suite(
+        args.model,
+        args.data,
+        protocol=args.protocol,
+        split=args.split,
+        num_images=args.num_images,
+        ks=args.ks,
+        num_steps=args.num_steps,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_feature_cache,
+        progress=not args.quiet,
+    )
+    return _suite_written(result, out, args)
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from tokenizers_vis.evaluation.suite_api import make_reference
+
+    if args.output.exists() and args.output.is_dir():
+        raise EvaluationError(f"-o {args.output} is a directory; name the .npz file to write")
+    if not args.output.parent.is_dir():
+        raise EvaluationError(f"-o {args.output}: folder {args.output.parent} does not exist")
+    result = make_reference(
+        args.data,
+        args.output,
+        protocol=args.protocol,
+        split=args.split,
+        size=args.size,
+        num_images=args.num_images,
+        batch_size=args.batch_size,
+        device=args.device,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_feature_cache,
+        progress=not args.quiet,
+        command="vistok eval " + " ".join(args.argv),
+    )
+    meta = result.meta
+    print(
+        f"wrote {args.output}: {meta['images']} images ({meta['failed']} unreadable), "
+        f"protocol {meta['protocol']['name']}, extractor sha1 {meta['extractor']['sha1']}"
+    )
+    return 0
+
+
 def cmd_tokenizer(args: argparse.Namespace) -> int:
+    if args.protocol:
+        return cmd_tokenizer_suite(args)
     out = output_dir(args.out, args.model, args.data.split(":")[0], args.split)
     result = evaluate_tokenizer(
         args.model,
@@ -83,7 +165,33 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generator_suite(args: argparse.Namespace) -> int:
+    from tokenizers_vis.evaluation.suite_api import evaluate_generator_suite
+
+    if args.reference is None:
+        raise EvaluationError("--protocol needs --reference ref.npz (see vistok eval reference)")
+    out = output_dir(args.out, args.samples.stem, args.protocol or "suite")
+    result = evaluate_generator_suite(
+        args.samples,
+        args.reference,
+        protocol=args.protocol,
+        num_images=args.num_images,
+        size=args.size,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_feature_cache,
+        progress=not args.quiet,
+    )
+    return _suite_written(result, out, args)
+
+
 def cmd_generator(args: argparse.Namespace) -> int:
+    if args.protocol or args.reference is not None:
+        return cmd_generator_suite(args)
+    if args.data is None:
+        raise EvaluationError("give --data SPEC, or --reference ref.npz for the suite")
     out = output_dir(args.out, args.samples.stem, args.data.split(":")[0], args.split)
     result = evaluate_generator(
         args.samples,
@@ -104,8 +212,28 @@ def cmd_generator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="data spec: emoji, photos, folder:DIR, shards:..")
+def _protocol_options(p: argparse.ArgumentParser) -> None:
+    from tokenizers_vis.evaluation.protocol import PROTOCOLS
+
+    p.add_argument(
+        "--protocol",
+        choices=sorted(PROTOCOLS),
+        help="a published protocol: imagenet256 = ADM's center crop to 256 px and ADM's suite "
+        "(FID, sFID, IS, precision / recall), every image of folder:DIR, streamed and resumable",
+    )
+    p.add_argument(
+        "--no-feature-cache",
+        action="store_true",
+        help="with --protocol: keep no per-batch features on disk (no resume after interruption)",
+    )
+
+
+def _common(p: argparse.ArgumentParser, data_required: bool = True) -> None:
+    p.add_argument(
+        "--data",
+        required=data_required,
+        help="data spec: emoji, photos, folder:DIR, shards:..",
+    )
     p.add_argument("--split", default="test", help="split of --data (default: test)")
     p.add_argument("--num-images", type=positive, help="first N images of the split (default all)")
     p.add_argument("--batch-size", type=positive, default=32, help="images per batch")
@@ -127,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{tokenizer,generator}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{tokenizer,generator,reference}"
+    )
     tok = sub.add_parser("tokenizer", help="rFID, PSNR, SSIM, ... per token count, vs JPEG / WebP")
     tok.add_argument("--model", required=True, help="pretrained directory or shipped name")
     _common(tok)
@@ -157,12 +287,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto (default): bf16 only where the hardware runs it natively, else fp32",
     )
+    _protocol_options(tok)
     tok.set_defaults(func=cmd_tokenizer)
     gen = sub.add_parser("generator", help="gFID / KID of samples against a data split")
     gen.add_argument("--samples", type=Path, required=True, help="folder of images or .npz")
-    _common(gen)
+    _common(gen, data_required=False)
     gen.add_argument("--size", type=positive, help="reference image size (default: samples')")
+    gen.add_argument("--reference", type=Path, help="ADM-style reference .npz (the suite)")
+    _protocol_options(gen)
     gen.set_defaults(func=cmd_generator)
+    ref = sub.add_parser("reference", help="write an ADM-style reference .npz from any data")
+    _common(ref)
+    ref.add_argument("-o", "--output", type=Path, required=True, help="the .npz to write")
+    ref.add_argument("--size", type=positive, help="image size for a data spec without protocol")
+    _protocol_options(ref)
+    ref.set_defaults(func=cmd_reference, out=None)
     return parser
 
 

@@ -75,11 +75,18 @@ def _metrics_code_digest() -> str:
     import tokenizers_vis.data.transforms as transforms
     import tokenizers_vis.layers.inception as inception
     import tokenizers_vis.losses.perceptual as perceptual
+    import tokenizers_vis.metrics.feature_statistics as feature_statistics
     import tokenizers_vis.metrics.fid as fid
+    import tokenizers_vis.metrics.inception_score as inception_score
+    import tokenizers_vis.metrics.precision_recall as precision_recall
     import tokenizers_vis.metrics.rate as rate
     import tokenizers_vis.metrics.reconstruction as reconstruction
+    import tokenizers_vis.metrics.sfid as sfid
+    import tokenizers_vis.metrics.suite as suite
 
     h = hashlib.sha1()
-    for module in (transforms, inception, perceptual, fid, rate, reconstruction):
+    modules = (transforms, inception, perceptual, fid, rate, reconstruction, feature_statistics,
+               inception_score, precision_recall, sfid, suite)  # fmt: skip
+    for module in modules:
         h.update(Path(module.__file__).read_bytes())
     return h.hexdigest()[:16]

