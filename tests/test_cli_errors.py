@@ -40,6 +40,7 @@ MISTAKES: dict[str, list[str]] = {
     "export": ["{tmp}/missing.ckpt", "{tmp}/out"],
     "eval": ["tokenizer", "--model", MISSING, "--data", "emoji", "--no-fid", "--out", "{tmp}/o"],
     "demo": ["--model", MISSING, "--out", "{tmp}/demo"],
+    "serve": ["--port", "not-a-port"],
     "convert": ["no_such_family", "{tmp}/model.safetensors", "{tmp}/out"],
     "bench": ["--quick", "--sections", "peak", "--device", "tpu9", "--out", "{tmp}"],
     "sample": ["--gpt", MISSING, "-o", "{tmp}/samples"],
