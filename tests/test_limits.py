@@ -1,0 +1,23 @@
+"""The limits table: one refusal line names the source, the limit and the flag that raises it."""
+
+import pytest
+
+from tokenizers_vis.limits import DEFAULT_LIMITS, LIMIT_FLAGS, LimitError, LimitWarning, check_limit
+
+
+def test_every_limit_has_a_flag():
+    assert set(LIMIT_FLAGS) == set(DEFAULT_LIMITS.__dataclass_fields__)
+
+
+def test_refusal_names_file_limit_and_flag():
+    with pytest.raises(LimitError, match=r"a\.vtok: output pixels 200,000,000 .*--max-pixels"):
+        check_limit("a.vtok", "output pixels", 200_000_000, DEFAULT_LIMITS, "max_pixels")
+
+
+def test_raised_limit_accepts_and_warning_above_half():
+    raised = DEFAULT_LIMITS.replace(max_pixels=300_000_000)
+    with pytest.warns(LimitWarning):
+        check_limit("a.vtok", "output pixels", 200_000_000, raised, "max_pixels")
+    check_limit("a.vtok", "output pixels", 1_000, DEFAULT_LIMITS, "max_pixels")
+    with pytest.raises(TypeError):
+        DEFAULT_LIMITS.replace(no_such_limit=1)
