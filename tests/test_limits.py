@@ -21,3 +21,17 @@ def test_raised_limit_accepts_and_warning_above_half():
     check_limit("a.vtok", "output pixels", 1_000, DEFAULT_LIMITS, "max_pixels")
     with pytest.raises(TypeError):
         DEFAULT_LIMITS.replace(no_such_limit=1)
+
+
+def test_flags_raise_the_limits_of_one_run():
+    from tokenizers_vis.cli.common import ArgumentParser, add_limit_flags, limits_from_args
+
+    parser = ArgumentParser()
+    add_limit_flags(parser)
+    assert limits_from_args(parser.parse_args([])) == DEFAULT_LIMITS
+    args = parser.parse_args(["--max-pixels", "400000000", "--max-memory", "16"])
+    limits = limits_from_args(args)
+    assert limits.max_pixels == 400_000_000 and limits.max_work_bytes == 16 << 20
+    assert limits.warn_pixels == 200_000_000
+    big = limits_from_args(parser.parse_args(["--max-parameters", "16000000000"]))
+    assert big.max_tensors == 2 * DEFAULT_LIMITS.max_tensors

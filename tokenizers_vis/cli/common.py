@@ -14,8 +14,18 @@ import sys
 from collections.abc import Callable
 
 from tokenizers_vis.errors import VistokError
+from tokenizers_vis.limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["ArgumentParser", "int_list", "non_negative", "number", "positive", "run"]
+__all__ = [
+    "ArgumentParser",
+    "add_limit_flags",
+    "int_list",
+    "limits_from_args",
+    "non_negative",
+    "number",
+    "positive",
+    "run",
+]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -60,6 +70,67 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, got {text!r}"
         ) from None
+
+
+def add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that raise `tokenizers_vis.limits` for one run (see that module's table).
+
+    `--max-config-bytes` raises the JSON size limit (and, when raised, the nesting limit x4);
+    `--max-parameters` the model size, and the tensor count and header size in proportion;
+    `--max-memory` the MiB of one working tensor.
+    """
+    group = parser.add_argument_group("limits (raise only for inputs you trust)")
+    group.add_argument(
+        "--max-pixels",
+        type=positive,
+        default=None,
+        metavar="N",
+        help=f"output pixels per image (default {DEFAULT_LIMITS.max_pixels:,})",
+    )
+    group.add_argument(
+        "--max-config-bytes",
+        type=positive,
+        default=None,
+        metavar="N",
+        help=f"size of a JSON file we parse (default {DEFAULT_LIMITS.max_json_bytes:,})",
+    )
+    group.add_argument(
+        "--max-parameters",
+        type=positive,
+        default=None,
+        metavar="N",
+        help=f"parameters of a model, from its spec (default {DEFAULT_LIMITS.max_parameters:,})",
+    )
+    group.add_argument(
+        "--max-memory",
+        type=positive,
+        default=None,
+        metavar="MIB",
+        help=f"MiB of one working tensor (default {DEFAULT_LIMITS.max_work_bytes >> 20:,})",
+    )
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    """The `Limits` of a run from `add_limit_flags`' flags (defaults where a flag is absent)."""
+    limits = DEFAULT_LIMITS
+    if getattr(args, "max_pixels", None) is not None:
+        limits = limits.replace(
+            max_pixels=args.max_pixels, warn_pixels=max(limits.warn_pixels, args.max_pixels // 2)
+        )
+    if getattr(args, "max_config_bytes", None) is not None:
+        raised = args.max_config_bytes > DEFAULT_LIMITS.max_json_bytes
+        depth = DEFAULT_LIMITS.max_json_depth * (4 if raised else 1)
+        limits = limits.replace(max_json_bytes=args.max_config_bytes, max_json_depth=depth)
+    if getattr(args, "max_parameters", None) is not None:
+        scale = max(1, args.max_parameters // DEFAULT_LIMITS.max_parameters)
+        limits = limits.replace(
+            max_parameters=args.max_parameters,
+            max_tensors=DEFAULT_LIMITS.max_tensors * scale,
+            max_header_bytes=DEFAULT_LIMITS.max_header_bytes * scale,
+        )
+    if getattr(args, "max_memory", None) is not None:
+        limits = limits.replace(max_work_bytes=args.max_memory << 20)
+    return limits
 
 
 def run(command: Callable[[], int | None], prog: str, *, writes: bool = False) -> int:
