@@ -84,6 +84,15 @@ class GPTEntropyModel(EntropyModel):
         finally:
             torch.set_num_threads(threads)
 
+    def work_bytes(self, batch: int) -> int:
+        """The group's KV cache (keys and values of every trunk layer for K positions, fp32),
+        plus one step's activations and probabilities: what `start` leads to allocating."""
+        gpt = self.gpt
+        width = gpt.embed[0].embedding_dim
+        cache = 2 * len(gpt.blocks) * batch * gpt.max_tokens * width * 4
+        step = batch * (64 * width + 32 * max(self.vocab_sizes))  # qkv, MLP, logits, softmax
+        return cache + step
+
     def start(self, batch: int, condition: int | None = None) -> _State:
         labels = None if condition is None else torch.full((batch,), condition)
         labels = self.gpt.labels_for(labels, batch, self.device)  # (b,), null class if None

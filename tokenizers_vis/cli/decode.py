@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tokenizers_vis.cli.batch.files import FORMATS, decode_files
+from tokenizers_vis.cli.batch.files import FORMATS, Failure, Summary, decode_files
 from tokenizers_vis.cli.batch.options import add_entropy_model, add_runtime, load_codec, report
 from tokenizers_vis.cli.batch.paths import expand
-from tokenizers_vis.cli.common import ArgumentParser, number, positive, run
+from tokenizers_vis.cli.common import ArgumentParser, add_limit_flags, number, positive, run
 from tokenizers_vis.codec.container import Container, is_container
-from tokenizers_vis.codec.format import VtokError, read_header
+from tokenizers_vis.codec.format import Header, VtokError, read_header
 from tokenizers_vis.codec.identity import find_shipped
 from tokenizers_vis.errors import UsageError
 
@@ -51,30 +51,41 @@ def build_parser() -> ArgumentParser:
         "or a static table other than the tokenizer's own)",
     )
     add_runtime(parser, model_default=None)
+    add_limit_flags(parser)
     return parser
 
 
-def _first_header(inputs: list[str]):
-    """The header of the first readable input, to find the model that wrote it."""
-    files, _, _, _ = expand(inputs, frozenset({".vtok", ".vtoks"}))
+def _first_header(inputs: list[str]) -> tuple[Header | None, list[Failure]]:
+    """The header of the first readable input, to find the model that wrote it; without one,
+    why each input could not be read (what decoding them would report)."""
+    files, failed, _, _ = expand(inputs, frozenset({".vtok", ".vtoks"}))
+    failures = [Failure(p, r) for p, r in failed]
     for path, _ in files:
         try:
             if is_container(path):
                 with Container(path) as box:
-                    data = box[0] if len(box) else b""
+                    if not len(box):
+                        failures.append(Failure(str(path), "no records in the container"))
+                        continue
+                    data = box[0]
             else:
                 data = path.read_bytes()
-            return read_header(data)[0]
-        except (OSError, VtokError, IndexError):
-            continue
-    return None
+            return read_header(data)[0], []
+        except OSError as err:
+            failures.append(Failure(str(path), f"unreadable: {err.strerror}"))
+        except (VtokError, IndexError) as err:
+            failures.append(Failure(str(path), str(err)))
+    return None, failures
 
 
-def pick_model(inputs: list[str]) -> str:
-    """--model's default: the shipped model whose identity the first file names."""
-    header = _first_header(inputs)
+def pick_model(inputs: list[str]) -> str | list[Failure]:
+    """--model's default: the shipped model whose identity the first readable file names, or
+    when no file is readable, each file's reason."""
+    header, failures = _first_header(inputs)
+    if header is None and not failures:
+        raise UsageError("no .vtok input to take the model from; pass --model")
     if header is None:
-        raise UsageError("no readable .vtok input to take the model from; pass --model")
+        return failures
     found = find_shipped(header.tokenizer_id)
     if found is None:
         raise UsageError(
@@ -91,6 +102,8 @@ def decode(argv: list[str] | None) -> int:
         suffix = Path(args.output).suffix.lower()
         fmt = next((f for f, s in FORMATS.items() if suffix in (s, f".{f}")), None)
     model = args.model or pick_model(args.inputs)
+    if not isinstance(model, str):  # no input is readable: each one's reason, as with --model
+        return report(PROG, Summary("decoded", failures=model))
     codec = load_codec(PROG, model, args, args.entropy_model)
     summary = decode_files(
         codec,

@@ -17,7 +17,7 @@ import argparse
 
 from tokenizers_vis.cli.batch.files import encode_files
 from tokenizers_vis.cli.batch.options import add_entropy_model, add_runtime, load_codec, report
-from tokenizers_vis.cli.common import ArgumentParser, number, positive, run
+from tokenizers_vis.cli.common import ArgumentParser, add_limit_flags, number, positive, run
 from tokenizers_vis.codec.api import EncodeOptions
 from tokenizers_vis.codec.errors import OptionsError
 from tokenizers_vis.codec.layout import LAYOUTS
@@ -70,9 +70,6 @@ def build_parser() -> ArgumentParser:
         "--scale", type=number(float, 0.0, 1.0), default=1.0, help="tile layout: resample first"
     )
     parser.add_argument("--append", action="store_true", help="add to an existing .vtoks")
-    parser.add_argument(
-        "--max-pixels", type=positive, default=MAX_PIXELS, help="larger images fail"
-    )
     coding = parser.add_mutually_exclusive_group()
     coding.add_argument(
         "--entropy",
@@ -93,6 +90,10 @@ def build_parser() -> ArgumentParser:
         "in the file); default: its unconditional prediction",
     )
     add_runtime(parser, model_default="emoji32")
+    add_limit_flags(parser)
+    for action in parser._actions:  # here --max-pixels bounds the input images, as before
+        if "--max-pixels" in action.option_strings:
+            action.help = f"input images larger than this fail (default {MAX_PIXELS:,})"
     return parser
 
 
@@ -124,7 +125,7 @@ def encode(argv: list[str] | None) -> int:
         options,
         overwrite=args.overwrite,
         append=args.append,
-        max_pixels=args.max_pixels,
+        max_pixels=args.max_pixels or MAX_PIXELS,
         progress=not args.quiet,
     )
     return report(PROG, summary)

@@ -7,15 +7,20 @@
 
 Streams keep memory flat: an image enters the pipeline only when the current batch of tiles
 (`batch_size`, shared by consecutive images) has room, and results come out in input order as
-soon as an image's last tile is done. Works with every registered quantizer (ids (b, n, g)) and
-decoder (`num_steps` and a seeded generator reach sampling decoders).
+soon as an image's last tile is done. Decoding pastes each batch of tiles into the image being
+made (`layout.TileCanvas`), so a file of 100,000 tiles holds one batch besides its image.
+Hostile files cost nothing: what a file may ask for (`tokenizers_vis.limits`: output pixels,
+a coding group's memory) is checked from its header before any tile is decoded.
+
+Works with every registered quantizer (ids (b, n, g)) and decoder (`num_steps` and a seeded
+generator reach sampling decoders).
 """
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,16 +42,11 @@ from tokenizers_vis.codec.entropy import (
 )
 from tokenizers_vis.codec.errors import OptionsError
 from tokenizers_vis.codec.identity import directory_identity, model_identity
-from tokenizers_vis.codec.layout import (
-    LayoutName,
-    coded_size,
-    tile_extents,
-    tiles_to_image,
-    to_tiles,
-)
+from tokenizers_vis.codec.layout import LayoutName, TileCanvas, coded_size, tile_extents, to_tiles
 from tokenizers_vis.codec.search import smallest_lengths
 from tokenizers_vis.data.transforms import load_rgb, to_tensor, to_uint8
 from tokenizers_vis.hub import PretrainedDir
+from tokenizers_vis.limits import DEFAULT_LIMITS, Limits, check_limit
 from tokenizers_vis.precision import autocast, pick_device, resolve_precision
 from tokenizers_vis.refine import refine_tokens
 from tokenizers_vis.tokenizer import Tokenizer, Tokens
@@ -122,6 +122,8 @@ class Codec:
         entropy: an entropy model (`codec.entropy`): files are range coded with it (payload
             coding 1 or 2) and files it wrote decode; None writes bit-packed files.
         directory: the tokenizer's pretrained directory, where decoding finds its static table.
+        limits: what one token file may make decoding spend (`tokenizers_vis.limits`; default
+            `DEFAULT_LIMITS`); each decoding call may override them.
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class Codec:
         batch_size: int = 64,
         entropy: EntropyModel | None = None,
         directory: str | os.PathLike | None = None,
+        limits: Limits | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -143,6 +146,7 @@ class Codec:
         resolve_precision(precision, self.device)  # a bad name fails here, not mid-stream
         self.directory = None if directory is None else Path(directory)
         self._beside: EntropyModel | None = None  # the static table in `directory`, once read
+        self.limits = limits or DEFAULT_LIMITS
         self.set_entropy(entropy)
 
     @classmethod
@@ -319,13 +323,35 @@ class Codec:
         )
         if self.entropy is None:
             return Encoded(fmt.dumps(header, ids), header, met)
-        data = entropy_coding.dumps(header, ids, self.entropy, condition=options.entropy_class)
+        data = entropy_coding.dumps(
+            header, ids, self.entropy, condition=options.entropy_class, limits=self.limits
+        )
         return Encoded(data, fmt.read_header(data)[0], met)
 
     # Decoding ---------------------------------------------------------------------------
-    def read(self, data: bytes | memoryview) -> fmt.TokenFile:
-        """Parse a .vtok file for this codec's tokenizer (VtokError with the reason if not)."""
-        h, payload = fmt.read_payload(data, tokenizer_id=self.identity)
+    def read(
+        self,
+        data: bytes | memoryview,
+        limits: Limits | None = None,
+        source: object = "token file",
+        progress: Callable[[int], None] | None = None,
+    ) -> fmt.TokenFile:
+        """Parse a .vtok file for this codec's tokenizer (VtokError with the reason if not).
+
+        Args:
+            data: the file's bytes.
+            limits: what decoding it may cost (default: the codec's): an image larger than
+                `max_pixels` or a coding group larger than `max_work_bytes` is refused from the
+                header, before any id is decoded.
+            source: the file's name in a refusal.
+            progress: entropy-coded files: called with the tiles of each group once decoded.
+
+        Raises:
+            VtokError: the file cannot be read or decoded (see the subclasses).
+            LimitError: it asks for more than `limits` allow.
+        """
+        limits = limits or self.limits
+        h, payload = fmt.read_payload(data, self.identity, limits, source)
         tok = self.tokenizer
         ours = (tok.image_size, tok.max_tokens, tuple(tok.vocab_sizes))
         if (h.tile_size, h.max_tokens, h.vocab_sizes) != ours:
@@ -334,23 +360,34 @@ class Codec:
                 f"this tokenizer has {ours[0]}, {ours[1]}, {ours[2]}"
             )
         models = self.entropy_models(h.coding) if h.coding != fmt.CODING_BITPACK else []
-        return fmt.TokenFile(h, entropy_coding.decode_payload(h, payload, models))
+        ids = entropy_coding.decode_payload(h, payload, models, limits, source, progress)
+        return fmt.TokenFile(h, ids)
 
     def decode_stream(
         self,
         items: Iterable[tuple[T, fmt.TokenFile]],
         num_steps: int | None = None,
         seed: int = 0,
+        limits: Limits | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> Iterator[tuple[T, Image.Image]]:
         """(tag, TokenFile from `read`) pairs -> (tag, RGB image at the original size).
 
+        Tiles are decoded `batch_size` at a time and pasted into their image as they come, so
+        memory is one batch plus the images in flight, whatever their number of tiles.
         A sampling decoder draws its noise from a generator seeded with `seed` for every batch,
         so an image decodes the same way whenever the batch it falls in is the same.
-        """
 
-        def run(chunks: list[tuple[Job, slice]]) -> list[np.ndarray]:
+        Args:
+            limits: an image larger than `max_pixels` is refused (LimitError) before its first
+                tile is decoded (default: the codec's limits).
+            progress: called with the number of tiles of each batch once decoded.
+        """
+        limits = limits or self.limits
+
+        def run(chunks: list[tuple[Job, slice]]) -> list[None]:
             ids = [job.tiles[part] for job, part in chunks]  # (m n_j g) each
-            lengths = np.concatenate([job.extra[part] for job, part in chunks])  # (b)
+            lengths = np.concatenate([job.extra[0][part] for job, part in chunks])  # (b)
             width = max(i.shape[1] for i in ids)
             ids = np.concatenate(
                 [np.pad(i, ((0, 0), (0, width - i.shape[1]), (0, 0))) for i in ids]
@@ -360,23 +397,38 @@ class Codec:
                 torch.from_numpy(ids), torch.from_numpy(lengths), num_steps, generator
             )
             tiles = rearrange(recon.cpu(), "b c h w -> b h w c").numpy()  # (b S S 3)
-            out, start = [], 0
-            for _, part in chunks:
-                out.append(tiles[start : start + part.stop - part.start])
+            start = 0
+            for job, part in chunks:
+                job.extra[1].paste(part.start, tiles[start : start + part.stop - part.start])
                 start += part.stop - part.start
-            return out
+            if progress is not None:
+                progress(len(tiles))
+            return [None] * len(chunks)
 
-        jobs = (Job((tag, tf.header), tf.ids, np.asarray(tf.header.lengths)) for tag, tf in items)
-        for job in batched(jobs, run, self.batch_size):
+        def jobs() -> Iterator[Job]:
+            for tag, tf in items:
+                h = tf.header
+                pixels = max(h.size[0] * h.size[1], h.canvas_pixels)
+                if pixels > limits.max_pixels:  # read() warned already; refuse only
+                    check_limit("token file", "output pixels", pixels, limits, "max_pixels")
+                canvas = TileCanvas(h.coded_size, h.tile_size)
+                yield Job((tag, h), tf.ids, (np.asarray(h.lengths), canvas))
+
+        for job in batched(jobs(), run, self.batch_size):
             tag, header = job.tag
-            tiles = np.concatenate(job.results)  # (T S S 3)
-            yield tag, tiles_to_image(tiles, header.coded_size, header.size)
+            yield tag, job.extra[1].finish(header.size)
 
     def decode_bytes(
-        self, data: bytes | memoryview, num_steps: int | None = None, seed: int = 0
+        self,
+        data: bytes | memoryview,
+        num_steps: int | None = None,
+        seed: int = 0,
+        limits: Limits | None = None,
     ) -> Image.Image:
-        """.vtok bytes -> RGB image at the original size."""
-        return next(self.decode_stream([(None, self.read(data))], num_steps, seed))[1]
+        """.vtok bytes -> RGB image at the original size (`read`'s errors; `limits`: as
+        `read`'s, default the codec's)."""
+        token_file = self.read(data, limits)
+        return next(self.decode_stream([(None, token_file)], num_steps, seed, limits))[1]
 
     def _decode_u8(
         self,

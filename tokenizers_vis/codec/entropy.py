@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tokenizers_vis.codec.format import range_floor_bits
 from tokenizers_vis.errors import VistokError
 
 __all__ = [
@@ -102,6 +103,24 @@ class EntropyModel(abc.ABC):
         Returns:
             (b, V_j) float32 or float64, non-negative and finite (rows need not sum to 1).
         """
+
+    def min_bits(self) -> np.ndarray:
+        """(max_tokens, g) float64: at most what the coder can spend on sub-id j of token t,
+        whatever came before, as a floor: a lower bound a payload must hold.
+
+        A file whose payload is smaller than the sum of its tokens' floors is refused before
+        anything is decoded. The default is the range coder's own floor (its quantisation
+        leaves every other symbol at least one unit); a model that knows its largest
+        probability per position bounds it tighter.
+        """
+        floor = range_floor_bits(self.vocab_sizes)  # (g,)
+        return np.broadcast_to(floor, (self.max_tokens, len(self.vocab_sizes)))
+
+    def work_bytes(self, batch: int) -> int:
+        """Bytes the model allocates at once for a group of `batch` sequences coded together
+        (checked against `Limits.max_work_bytes` before `start`). Default: the probability
+        arrays of one step, a few copies of (batch, max V) float64."""
+        return 32 * batch * max(self.vocab_sizes)
 
     def session(self) -> contextlib.AbstractContextManager:
         """A context the coder holds while coding one file (e.g. pinning threads)."""

@@ -17,6 +17,12 @@ coder's final word is replaced by the shortest byte string that still lies in it
 interval, and trailing zero bytes are dropped: a reader appends zero bytes, as the coder's
 own decoder does past the end, so the payload is within ~1-2 bytes of the ideal -log2 p sum.
 
+A payload must hold what it claims: decoding refuses a file as soon as the decoded ids have
+cost more bits than the payload holds plus the coder's lookahead (`fmt.RANGE_LOOKAHEAD_BITS`;
+each id's cost is bounded below from its probability), and before decoding when even the
+model's floor per position (`EntropyModel.min_bits`) needs more, so a few bytes cannot claim
+thousands of tiles. The writer keeps the trailing zero bytes an honest payload would need.
+
 The ids checksum is the CRC-32 of the coding-0 payload of the same ids: a decoder whose model
 computed other probabilities (another machine, device, torch build) gets ids that fail it, and
 the file is refused instead of decoding to another image.
@@ -42,11 +48,13 @@ from tokenizers_vis.codec.errors import (
     OptionsError,
 )
 from tokenizers_vis.codec.format import encode_varint, read_varint
+from tokenizers_vis.limits import DEFAULT_LIMITS, Limits, check_limit
 
 __all__ = [
     "DEFAULT_GROUP",
     "EntropyParams",
     "check_compatible",
+    "check_group",
     "decode_ids",
     "decode_payload",
     "dumps",
@@ -54,9 +62,14 @@ __all__ = [
     "ids_checksum",
     "loads",
     "select_model",
+    "symbol_bits",
 ]
 
 DEFAULT_GROUP = 64  # tiles per batch: enough to keep a GPT busy, a small KV cache per group
+# The writer keeps zero bytes so that the decoded ids' lower-bound cost stays this far inside
+# what the reader allows (`fmt.RANGE_LOOKAHEAD_BITS`): floating-point sums of the bound may
+# differ a little between machines.
+_WRITER_MARGIN_BITS = 64
 _WHAT = {fmt.CODING_STATIC: "a static table", fmt.CODING_MODEL: "an autoregressive model"}
 
 
@@ -111,6 +124,15 @@ def ids_checksum(header: fmt.Header, ids: np.ndarray) -> int:
     return zlib.crc32(bitpack.pack(rows, bitpack.bit_widths(header.vocab_sizes)))
 
 
+def symbol_bits(p: np.ndarray, symbols: np.ndarray) -> float:
+    """A lower bound on what the range coder spends on `symbols` (m,) coded with probability
+    rows p (m, V): -log2 of each symbol's largest possible quantised probability."""
+    v = p.shape[1]
+    chosen = p[np.arange(len(symbols)), symbols] / p.sum(axis=1, dtype=np.float64)  # (m,)
+    top = np.minimum(chosen + (v + 1) * 2.0**-fmt.RANGE_PRECISION, 1.0)
+    return float(-np.log2(np.minimum(top, 1.0 - (v - 1) * 2.0**-fmt.RANGE_PRECISION)).sum())
+
+
 def _walk(
     model: EntropyModel,
     ids: np.ndarray,
@@ -118,6 +140,7 @@ def _walk(
     group: int,
     condition: int | None,
     code: Callable[[np.ndarray, np.ndarray, int, int, np.ndarray], None],
+    progress: Callable[[int], None] | None = None,
 ) -> None:
     """Visit every coded sub-id in stream order, asking the model the same way on both sides.
 
@@ -126,6 +149,7 @@ def _walk(
             zeros that `code` fills in.
         code: (group ids (b, n, g), active (b,) bool, t, j, probabilities (m, V_j) of the
             m active tiles) -> None.
+        progress: called with the tiles of each group once it is coded.
     """
     g = ids.shape[2]
     with model.session():
@@ -142,10 +166,14 @@ def _walk(
                             f"(want {(len(k), model.vocab_sizes[j])}), or non-finite ones"
                         )
                     code(x, active, t, j, np.ascontiguousarray(p[active]))
+            if progress is not None:
+                progress(len(k))
 
 
-def _sealed_bytes(encoder) -> bytes:
-    """The range coder's bytes, its final word shortened as far as the interval allows."""
+def _sealed_bytes(encoder, min_bits: float = 0.0) -> bytes:
+    """The range coder's bytes, its final word shortened as far as the interval allows, and
+    trailing zero bytes dropped while the payload still holds `min_bits` (the ids' lower-bound
+    cost, `symbol_bits`) within the reader's lookahead."""
     words = encoder.get_compressed()  # (w,) uint32, sealed with one or two words
     data = words.astype(">u4").tobytes()
     position, (lower, size) = encoder.pos()  # words before the state's 64-bit window
@@ -161,7 +189,12 @@ def _sealed_bytes(encoder) -> bytes:
                 if c << shift < end:
                     data = data[: 4 * position] + c.to_bytes(n, "big")
                     break
-    return data.rstrip(b"\0")
+    stripped = data.rstrip(b"\0")
+    # Only ids that decode from zero bytes (the first value of every row) leave zeros at the
+    # end; keep as many as the reader's check needs (none for any other payload; zeros past
+    # the coder's own bytes are what a reader appends anyway).
+    need = -(-(min_bits - fmt.RANGE_LOOKAHEAD_BITS + _WRITER_MARGIN_BITS) // 8)
+    return stripped + b"\0" * max(0, int(need) - len(stripped))
 
 
 def encode_ids(
@@ -178,16 +211,17 @@ def encode_ids(
     ids = np.where(past_k[..., None], 0, ids)  # (T n g): the zeros the decoder starts from
     encoder = constriction.stream.queue.RangeEncoder()
     family = constriction.stream.model.Categorical(perfect=False)
-    bits = [0.0]
+    bits = [0.0, 0.0]  # ideal, lower bound
 
     def code(x: np.ndarray, active: np.ndarray, t: int, j: int, p: np.ndarray) -> None:
         symbols = x[active, t, j].astype(np.int32)  # (m,)
         encoder.encode(symbols, family, p)
         chosen = p[np.arange(len(symbols)), symbols] / p.sum(axis=1, dtype=np.float64)  # (m,)
         bits[0] -= float(np.log2(np.maximum(chosen, 1e-300)).sum())
+        bits[1] += symbol_bits(p, symbols)
 
     _walk(model, ids, lengths, group, condition, code)
-    return _sealed_bytes(encoder), bits[0]
+    return _sealed_bytes(encoder, bits[1]), bits[0]
 
 
 def decode_ids(
@@ -196,18 +230,33 @@ def decode_ids(
     lengths: np.ndarray,
     group: int = DEFAULT_GROUP,
     condition: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Inverse of `encode_ids`: ids (T, n, g) int64, zero past each tile's k."""
+    """Inverse of `encode_ids`: ids (T, n, g) int64, zero past each tile's k.
+
+    Raises:
+        CorruptedError: the ids decoded so far cost more bits than the payload holds (plus the
+            coder's lookahead): the decoder would read past its end.
+    """
     data = bytes(payload)
+    budget = 8 * len(data) + fmt.RANGE_LOOKAHEAD_BITS
     data += b"\0" * (-len(data) % 4 + 8)  # the zeros the encoder dropped
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, ">u4").astype(np.uint32))
     family = constriction.stream.model.Categorical(perfect=False)
     ids = np.zeros((len(lengths), int(lengths.max()), len(model.vocab_sizes)), dtype=np.int64)
+    spent = [0.0]
 
     def code(x: np.ndarray, active: np.ndarray, t: int, j: int, p: np.ndarray) -> None:
-        x[active, t, j] = decoder.decode(family, p)
+        symbols = decoder.decode(family, p)  # (m,)
+        x[active, t, j] = symbols
+        spent[0] += symbol_bits(p, symbols)
+        if spent[0] > budget:
+            raise CorruptedError(
+                f"corrupted: the {len(payload)}-byte payload ends before the ids of the "
+                f"{len(lengths):,} tiles its header claims (decoding read past its end)"
+            )
 
-    _walk(model, ids, lengths, group, condition, code)
+    _walk(model, ids, lengths, group, condition, code, progress)
     return ids
 
 
@@ -230,9 +279,15 @@ def dumps(
     model: EntropyModel,
     group: int = DEFAULT_GROUP,
     condition: int | None = None,
+    limits: Limits | None = None,
 ) -> bytes:
-    """Write a .vtok file of ids (T, n, g) range coded with `model` (its coding, 1 or 2)."""
+    """Write a .vtok file of ids (T, n, g) range coded with `model` (its coding, 1 or 2).
+
+    Raises:
+        LimitError: a group of `group` tiles needs more working memory than `limits` allow.
+    """
     check_compatible(model, header.vocab_sizes, max(header.lengths))
+    check_group(model, min(group, header.num_tiles), limits or DEFAULT_LIMITS, "encoding")
     if condition is not None and not 0 <= condition < len(model.class_names):
         raise ValueError(f"the {model.describe()} has no class {condition}")
     rows = fmt.stored_rows(header, ids)  # (sum k, g), checked
@@ -263,15 +318,48 @@ def select_model(header: fmt.Header, models: Iterable[EntropyModel]) -> EntropyM
     )
 
 
+def check_group(model: EntropyModel, batch: int, limits: Limits, source: object) -> None:
+    """Refuse (`LimitError`) a coding group whose working memory exceeds
+    `limits.max_work_bytes`, before the model allocates it."""
+    what = f"bytes of working memory for a coding group of {batch:,} tiles"
+    check_limit(source, what, model.work_bytes(batch), limits, "max_work_bytes")
+
+
+def _check_holds(header: fmt.Header, payload_bytes: int, model: EntropyModel) -> None:
+    """Refuse a payload smaller than the model's floor cost of every id the header claims."""
+    floor = np.asarray(model.min_bits(), dtype=np.float64).sum(axis=1)  # (K,) per position
+    counts = np.bincount(np.asarray(header.lengths), minlength=len(floor) + 1)  # (K+1,)
+    active = counts[::-1].cumsum()[::-1][1:]  # (K,): tiles with k > t
+    need = float(floor @ active)
+    if need > 8 * payload_bytes + fmt.RANGE_LOOKAHEAD_BITS:
+        raise CorruptedError(
+            f"corrupted: a {payload_bytes}-byte payload cannot hold the {header.num_tokens:,} "
+            f"tokens of {header.num_tiles:,} tiles the header claims: the "
+            f"{model.describe()} needs at least {need:,.0f} bits"
+        )
+
+
 def decode_payload(
-    header: fmt.Header, payload: bytes | memoryview, models: Iterable[EntropyModel]
+    header: fmt.Header,
+    payload: bytes | memoryview,
+    models: Iterable[EntropyModel],
+    limits: Limits | None = None,
+    source: object = "token file",
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """The ids (T, n, g) of a checked file's payload, any coding (`fmt.read_payload` gives
     both); entropy codings use the one of `models` that wrote them.
 
+    Args:
+        limits: what decoding may cost (None: `DEFAULT_LIMITS`): a coding group's memory.
+        source: the file's name in a refusal.
+        progress: entropy codings: called with the tiles of each group once decoded.
+
     Raises:
         EntropyModelError: the model that wrote the file is not among `models`.
         EntropyMismatchError: the decoded ids fail their checksum.
+        CorruptedError: the payload cannot hold the ids the header claims.
+        LimitError: a coding group needs more memory than `limits` allow.
     """
     if header.coding == fmt.CODING_BITPACK:
         return fmt.unpack_ids(header, payload)
@@ -286,9 +374,13 @@ def decode_payload(
             f"coded with class {params.condition}; the {model.describe()} has "
             f"{len(model.class_names)} classes"
         )
+    _check_holds(header, len(payload), model)
+    check_group(model, min(params.group, header.num_tiles), limits or DEFAULT_LIMITS, source)
     lengths = np.asarray(header.lengths)
     try:
-        ids = decode_ids(model, payload, lengths, params.group, params.condition)
+        ids = decode_ids(model, payload, lengths, params.group, params.condition, progress)
+    except fmt.VtokError:
+        raise
     except Exception as err:  # constriction or the model refusing what the bytes led to
         raise EntropyMismatchError(
             f"the payload does not decode with the {model.describe()}: {err}"
@@ -302,8 +394,11 @@ def decode_payload(
 
 
 def loads(
-    data: bytes | memoryview, models: Iterable[EntropyModel], tokenizer_id: bytes | None = None
+    data: bytes | memoryview,
+    models: Iterable[EntropyModel],
+    tokenizer_id: bytes | None = None,
+    limits: Limits | None = None,
 ) -> fmt.TokenFile:
     """`fmt.read_payload` then `decode_payload`: a file of any coding -> TokenFile."""
-    header, payload = fmt.read_payload(data, tokenizer_id)
-    return fmt.TokenFile(header, decode_payload(header, payload, models))
+    header, payload = fmt.read_payload(data, tokenizer_id, limits)
+    return fmt.TokenFile(header, decode_payload(header, payload, models, limits))

@@ -30,6 +30,7 @@ from tokenizers_vis.codec.errors import (
     VtokError,
     WrongTokenizerError,
 )
+from tokenizers_vis.limits import DEFAULT_LIMITS, LimitError, Limits, check_limit
 
 __all__ = [
     "CODINGS",
@@ -43,6 +44,8 @@ __all__ = [
     "UnsupportedError",
     "VtokError",
     "WrongTokenizerError",
+    "check_pixels",
+    "range_floor_bits",
     "dumps",
     "dumps_payload",
     "loads",
@@ -70,6 +73,14 @@ LAYOUTS = {LAYOUT_TILE: "tile", LAYOUT_RESAMPLED: "resampled"}
 MAX_SIDE = 1 << 24  # a sanity bound that tells a corrupted size from a real one
 MAX_SUBCODEBOOKS = 255
 MAX_TILES = 1 << 22  # 4M tiles: a 32k x 32k image in 16-pixel tiles
+# The range coder of codings 1 and 2 quantises every probability to 24 bits and gives every
+# symbol at least one unit, so no symbol of a vocabulary of V costs fewer than
+# -log2(1 - (V - 1) 2^-24) bits, whatever the model: a floor on what a payload must hold.
+RANGE_PRECISION = 24
+# Bits a range decoder may take past the payload's last byte: its 64-bit state window, plus
+# as much again for the shortened final word. An honest payload never needs more (the writer
+# keeps zero bytes that would be needed, `entropy_coding._sealed_bytes`).
+RANGE_LOOKAHEAD_BITS = 128
 
 
 @dataclass(frozen=True)
@@ -135,6 +146,12 @@ class Header:
         return sum(self.lengths)
 
     @property
+    def canvas_pixels(self) -> int:
+        """Pixels of the decoded tile canvas (the grid of whole tiles, before cropping)."""
+        cols, rows = self.grid
+        return cols * rows * self.tile_size * self.tile_size
+
+    @property
     def payload_bytes(self) -> int:
         """Bytes of a bit-packed payload: `ceil(sum_t k_t * sum_g ceil(log2 V_g) / 8)`."""
         return bitpack.packed_bytes(self.num_tokens, bitpack.bit_widths(self.vocab_sizes))
@@ -159,7 +176,7 @@ class Header:
             problems.append(f"{self.num_tiles} tiles (at most {MAX_TILES})")
         if not problems and len(self.lengths) != self.num_tiles:
             problems.append(f"{len(self.lengths)} tile lengths for {self.num_tiles} tiles")
-        if any(not 1 <= k <= self.max_tokens for k in self.lengths):
+        if self.lengths and not 1 <= min(self.lengths) <= max(self.lengths) <= self.max_tokens:
             problems.append(f"a tile length outside 1..{self.max_tokens}")
         if problems:
             raise CorruptedError("impossible header: " + "; ".join(problems))
@@ -257,8 +274,32 @@ def encode_header(header: Header) -> bytes:
     return b"".join(parts)
 
 
-def _decode_header(data: bytes | memoryview) -> tuple[Header, int]:
-    """Parse the header at the start of `data`; returns it and the payload's offset."""
+def check_pixels(
+    size: tuple[int, int],
+    canvas: tuple[int, int],
+    tile_size: int,
+    limits: Limits = DEFAULT_LIMITS,
+    source: object = "token file",
+) -> None:
+    """Refuse (`LimitError`) an image whose decoding would make more than `limits.max_pixels`
+    pixels: the output image (`size`), or the canvas of whole tiles it is decoded on.
+
+    Warns (`LimitWarning`) above `limits.warn_pixels`, as Pillow does.
+    """
+    cols, rows = -(-canvas[0] // tile_size), -(-canvas[1] // tile_size)
+    output, tiles = size[0] * size[1], cols * rows * tile_size * tile_size
+    what = "output pixels" if output >= tiles else "pixels of the decoded tile canvas"
+    check_limit(source, what, max(output, tiles), limits, "max_pixels")
+
+
+def _decode_header(
+    data: bytes | memoryview, limits: Limits | None = None, source: object = "token file"
+) -> tuple[Header, int]:
+    """Parse the header at the start of `data`; returns it and the payload's offset.
+
+    With `limits`, an image too large to decode is refused (`check_pixels`) before the tile
+    lengths are read, so a few bytes cannot make the parser build a huge header.
+    """
     r = _Reader(data)
     magic = r.take(len(MAGIC), "magic")
     if magic != MAGIC:
@@ -287,6 +328,8 @@ def _decode_header(data: bytes | memoryview) -> tuple[Header, int]:
     num_tiles = -(-coded[0] // tile_size) * -(-coded[1] // tile_size)
     if num_tiles > MAX_TILES:
         raise CorruptedError(f"corrupted header: {num_tiles} tiles (at most {MAX_TILES})")
+    if limits is not None:
+        check_pixels(size, coded, tile_size, limits, source)
     if k:
         lengths = (k,) * num_tiles
     else:
@@ -344,33 +387,40 @@ def dumps_payload(header: Header, payload: bytes) -> bytes:
     return body + zlib.crc32(body).to_bytes(CRC_BYTES, "little")
 
 
-def _parse(data: memoryview) -> tuple[Header, int]:
+def _parse(data: memoryview, limits: Limits | None, source: object) -> tuple[Header, int]:
     """`_decode_header`, with any impossible value reported as corruption."""
     try:
-        return _decode_header(data)
+        return _decode_header(data, limits, source)
     except VtokError:
         raise
     except (ValueError, OverflowError) as err:
         raise CorruptedError(f"corrupted header: {err}") from None
 
 
-def _checked(data: bytes | memoryview) -> tuple[Header, int]:
+def _checked(
+    data: bytes | memoryview, limits: Limits | None = None, source: object = "token file"
+) -> tuple[Header, int]:
     """Header and payload offset of a complete file whose checksum matches.
 
     The checksum decides between "truncated" and "corrupted": a file whose checksum matches is
     intact, so its header is trusted; otherwise a header that parses and describes more bytes
-    than there are means truncated, anything else corrupted.
+    than there are means truncated, anything else corrupted. An intact header that asks for
+    more than `limits` allow is a `LimitError`; a damaged one is reported as damaged.
     """
     data = memoryview(data)
     intact = len(data) > CRC_BYTES and zlib.crc32(data[:-CRC_BYTES]) == int.from_bytes(
         data[-CRC_BYTES:], "little"
     )
     try:
-        header, offset = _parse(data)  # magic and version are refused first, whatever the CRC
+        header, offset = _parse(data, limits, source)  # magic and version first, whatever the CRC
     except (TruncatedError, CorruptedError) as err:
         if intact:
             raise CorruptedError(f"corrupted: {err}") from None
         raise
+    except LimitError:
+        if intact:
+            raise
+        raise CorruptedError("corrupted: the checksum does not match the contents") from None
     except UnsupportedError:
         if intact or data[len(MAGIC)] != FORMAT_VERSION:
             raise
@@ -382,34 +432,70 @@ def _checked(data: bytes | memoryview) -> tuple[Header, int]:
         raise CorruptedError("corrupted: the checksum does not match the contents")
     if expected is not None and len(data) != expected:
         raise CorruptedError(f"corrupted: {len(data)} bytes where the header implies {expected}")
+    if header.coding in (CODING_STATIC, CODING_MODEL):
+        _check_coded_size(header, len(data) - offset - CRC_BYTES)
     return header, offset
 
 
-def read_header(data: bytes | memoryview) -> tuple[Header, int]:
+def range_floor_bits(vocab_sizes: Sequence[int]) -> np.ndarray:
+    """(g,) the fewest bits the range coder of codings 1 and 2 spends on a sub-id of each
+    vocabulary, whatever the model's probabilities (see `RANGE_PRECISION`)."""
+    v = np.asarray(vocab_sizes, dtype=np.float64)
+    return -np.log2(1.0 - (v - 1) * 2.0**-RANGE_PRECISION)
+
+
+def _check_coded_size(header: Header, payload_bytes: int) -> None:
+    """Refuse an entropy-coded file whose payload cannot hold the ids its header claims, even
+    at the coder's smallest cost per id (the model may bound it tighter, `decode_payload`)."""
+    need = header.num_tokens * float(range_floor_bits(header.vocab_sizes).sum())
+    if need > 8 * payload_bytes + RANGE_LOOKAHEAD_BITS:
+        raise CorruptedError(
+            f"corrupted: a {payload_bytes}-byte payload cannot hold the {header.num_tokens:,} "
+            f"tokens of {header.num_tiles:,} tiles the header claims (at least {need:,.0f} bits)"
+        )
+
+
+def read_header(
+    data: bytes | memoryview, limits: Limits | None = None, source: object = "token file"
+) -> tuple[Header, int]:
     """Parse and check a file's header: (header, payload size in bytes).
 
     Works for every coding, known or not (the checksum is always the last 4 bytes).
 
+    Args:
+        data: the file's bytes.
+        limits: when given, refuse images larger than they allow (`check_pixels`); None: only
+            the header is read, so no image size is refused.
+        source: the file's name in a refusal.
+
     Raises:
         VtokError: not a .vtok file, truncated, corrupted or from a newer format version.
+        LimitError: with `limits`, the image is larger than they allow.
     """
-    header, offset = _checked(data)
+    header, offset = _checked(data, limits, source)
     return header, len(data) - offset - CRC_BYTES
 
 
 def read_payload(
-    data: bytes | memoryview, tokenizer_id: bytes | None = None
+    data: bytes | memoryview,
+    tokenizer_id: bytes | None = None,
+    limits: Limits | None = None,
+    source: object = "token file",
 ) -> tuple[Header, memoryview]:
-    """Parse and check a file of a known coding: (header, payload bytes).
+    """Parse and check a file of a known coding, before decoding it: (header, payload bytes).
 
     Args:
         data: the file's bytes.
         tokenizer_id: when given, refuse files written by another tokenizer.
+        limits: what decoding may cost (None: `DEFAULT_LIMITS`); an image larger than they
+            allow is refused from the header.
+        source: the file's name in a refusal.
 
     Raises:
         VtokError: with a one-line reason (see the subclasses).
+        LimitError: the image is larger than `limits` allow.
     """
-    header, offset = _checked(data)
+    header, offset = _checked(data, limits or DEFAULT_LIMITS, source)
     if header.coding not in CODINGS:
         raise UnsupportedError(
             f"payload coding {header.coding} (unknown) is not supported by this vistok "
@@ -423,10 +509,13 @@ def read_payload(
     return header, memoryview(data)[offset : len(data) - CRC_BYTES]
 
 
-def loads(data: bytes | memoryview, tokenizer_id: bytes | None = None) -> TokenFile:
+def loads(
+    data: bytes | memoryview, tokenizer_id: bytes | None = None, limits: Limits | None = None
+) -> TokenFile:
     """`read_payload` and unpack a bit-packed file (entropy-coded ones need their model:
-    `Codec.read` or `entropy_coding.loads`). Raises VtokError with a one-line reason."""
-    header, payload = read_payload(data, tokenizer_id)
+    `Codec.read` or `entropy_coding.loads`). Raises VtokError with a one-line reason, or
+    LimitError for an image larger than `limits` (None: `DEFAULT_LIMITS`) allow."""
+    header, payload = read_payload(data, tokenizer_id, limits)
     if header.coding != CODING_BITPACK:
         raise UnsupportedError(
             f"payload coding {header.coding} ({CODINGS[header.coding]}) needs its entropy "

@@ -29,6 +29,7 @@ from tokenizers_vis.codec.errors import OptionsError
 __all__ = [
     "LAYOUTS",
     "LayoutName",
+    "TileCanvas",
     "coded_size",
     "grid",
     "tile_extents",
@@ -91,6 +92,43 @@ def tile_extents(canvas: tuple[int, int], tile_size: int) -> np.ndarray:
     return np.stack(np.broadcast_arrays(heights[:, None], widths[None, :]), -1).reshape(-1, 2)
 
 
+class TileCanvas:
+    """The coded canvas, filled as batches of decoded tiles arrive (in any order).
+
+    Holds only the image being made (a PIL RGB image, cropped to the canvas): a decode keeps
+    one batch of tiles besides it, whatever the number of tiles.
+
+    Args:
+        canvas: (width, height) of the coded canvas.
+        tile_size: S.
+    """
+
+    def __init__(self, canvas: tuple[int, int], tile_size: int) -> None:
+        self.canvas, self.tile_size = canvas, tile_size
+        self.cols, self.rows = grid(canvas, tile_size)
+        self.image = Image.new("RGB", canvas)
+
+    def paste(self, start: int, tiles: np.ndarray) -> None:
+        """Put tiles (b, S, S, 3) uint8, numbers start .. start + b - 1 (row-major), in place;
+        what lies past the canvas's edge (padding) is dropped."""
+        s, (width, height) = self.tile_size, self.canvas
+        stop = start + len(tiles)
+        if start < 0 or stop > self.cols * self.rows:
+            raise ValueError(f"tiles {start}..{stop - 1} outside a {self.cols}x{self.rows} grid")
+        for row in range(start // self.cols, -(-stop // self.cols)):
+            first, last = max(start, row * self.cols), min(stop, (row + 1) * self.cols)
+            col = first - row * self.cols
+            strip = rearrange(tiles[first - start : last - start], "n s t ch -> s (n t) ch")
+            strip = strip[: height - row * s, : width - col * s]  # (<=S <=n*S 3)
+            self.image.paste(Image.fromarray(np.ascontiguousarray(strip)), (col * s, row * s))
+
+    def finish(self, size: tuple[int, int]) -> Image.Image:
+        """The image at `size` (resampled when the canvas differs)."""
+        if size == self.canvas:
+            return self.image
+        return self.image.resize(size, Image.Resampling.LANCZOS)
+
+
 def tiles_to_image(
     tiles: np.ndarray, canvas: tuple[int, int], size: tuple[int, int]
 ) -> Image.Image:
@@ -99,6 +137,6 @@ def tiles_to_image(
     cols, rows = grid(canvas, tile_size)
     if tiles.shape[0] != cols * rows:
         raise ValueError(f"{tiles.shape[0]} tiles for a {cols}x{rows} grid")
-    padded = rearrange(tiles, "(r c) s t ch -> (r s) (c t) ch", r=rows, c=cols)
-    image = Image.fromarray(np.ascontiguousarray(padded[: canvas[1], : canvas[0]]))
-    return image if canvas == size else image.resize(size, Image.Resampling.LANCZOS)
+    out = TileCanvas(canvas, tile_size)
+    out.paste(0, tiles)
+    return out.finish(size)

@@ -37,7 +37,7 @@ from tokenizers_vis.codec.entropy import (
     EntropyModelLoadError,
     files_identity,
 )
-from tokenizers_vis.codec.format import CODING_STATIC
+from tokenizers_vis.codec.format import CODING_STATIC, RANGE_PRECISION
 from tokenizers_vis.hub import library_version
 
 __all__ = ["STATIC_CONFIG", "STATIC_WEIGHTS", "StaticTable", "count_ids", "load"]
@@ -126,6 +126,17 @@ class StaticTable(EntropyModel):
     def next_probabilities(self, state: int, prefix: np.ndarray, sub_ids: np.ndarray) -> np.ndarray:
         t, j = prefix.shape[1], sub_ids.shape[1]
         return np.broadcast_to(self.probs[j][t], (state, self.vocab_sizes[j]))  # (b V_j)
+
+    def min_bits(self) -> np.ndarray:
+        """(K, g): the fewest bits the coder spends at each position, from the largest
+        probability there (quantisation moves it by at most (V + 1) units of 2^-24)."""
+        out = []
+        for p in self.probs:  # (K V_j)
+            v = p.shape[1]
+            top = np.minimum(p.max(axis=1) + (v + 1) * 2.0**-RANGE_PRECISION, 1.0)  # (K)
+            floor = 1.0 - (v - 1) * 2.0**-RANGE_PRECISION
+            out.append(-np.log2(np.minimum(top, floor)))
+        return np.stack(out, axis=1)  # (K g)
 
     def bits(self, ids: np.ndarray) -> float:
         """The ideal cost, sum of -log2 p, of ids (b, n, g), n <= K."""

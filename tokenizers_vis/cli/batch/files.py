@@ -30,9 +30,10 @@ from tokenizers_vis.cli.batch.paths import (
 )
 from tokenizers_vis.codec.api import Codec, Encoded, EncodeOptions
 from tokenizers_vis.codec.container import Container, is_container
-from tokenizers_vis.codec.format import VtokError
+from tokenizers_vis.codec.format import CODING_BITPACK, VtokError, read_header
 from tokenizers_vis.data.transforms import MAX_PIXELS, BadImageError, load_rgb
 from tokenizers_vis.errors import UsageError
+from tokenizers_vis.limits import LimitError
 
 __all__ = ["FORMATS", "Failure", "Summary", "decode_files", "encode_files"]
 
@@ -100,13 +101,30 @@ def _file_size(path: Path) -> int:
         return 0
 
 
+# A file of this many tiles gets a progress bar of its tiles (decoding them takes seconds).
+LONG_FILE_TILES = 2048
+
+
 class _Run:
-    """One bulk run's bookkeeping: the summary, the progress bar and the overwrite policy."""
+    """One bulk run's bookkeeping: the summary, the progress bars and the overwrite policy."""
 
     def __init__(self, summary: Summary, total: int, progress: bool, overwrite: bool) -> None:
-        self.summary, self.overwrite = summary, overwrite
+        self.summary, self.overwrite, self.progress = summary, overwrite, progress
         self.bar = tqdm(total=total, desc=summary.action[:-1], unit="file", disable=not progress)
+        self.tiles: tqdm | None = None  # tiles decoded to pixels, once a long file comes
         self._start = time.perf_counter()
+
+    def expect_tiles(self, n: int) -> None:
+        """A file of n tiles starts decoding: count them on the tile bar (made for long files)."""
+        if self.tiles is None and self.progress and n >= LONG_FILE_TILES:
+            self.tiles = tqdm(total=0, desc="tiles", unit="tile", leave=False)
+        if self.tiles is not None:
+            self.tiles.total += n
+            self.tiles.refresh()
+
+    def tiles_done(self, n: int) -> None:
+        if self.tiles is not None:
+            self.tiles.update(n)
 
     def fail(self, src: object, reason: str) -> None:
         self.summary.failures.append(Failure(str(src), reason))
@@ -137,6 +155,8 @@ class _Run:
         return self
 
     def __exit__(self, *_: object) -> None:
+        if self.tiles is not None:
+            self.tiles.close()
         self.bar.close()
         self.summary.seconds = time.perf_counter() - self._start
 
@@ -229,16 +249,38 @@ def _save(image: Image.Image, fmt: str, quality: int | None) -> bytes:
     return buf.getvalue()
 
 
+def _entropy_bar(data: bytes, run: _Run) -> tqdm | None:
+    """A bar over the tiles of a long entropy-coded file, while its ids decode."""
+    if not run.progress:
+        return None
+    try:
+        header, _ = read_header(data)
+    except VtokError:
+        return None  # `Codec.read` says why
+    if header.coding == CODING_BITPACK or header.num_tiles < LONG_FILE_TILES:
+        return None
+    return tqdm(total=header.num_tiles, desc="entropy decoding", unit="tile", leave=False)
+
+
 def _read(codec: Codec, job: Job, data: bytes, run: _Run) -> Iterator[tuple[Job, Any]]:
-    """The parsed token file of one job, unless its output is taken or the file is refused."""
+    """The parsed token file of one job, unless its output is taken or the file is refused
+    (damaged, from another model, or asking for more than the run's limits allow)."""
     if run.taken(job):
         return
+    bar = _entropy_bar(data, run)
     try:
-        token_file = codec.read(data)
+        token_file = codec.read(data, source=job.src, progress=bar and bar.update)
     except VtokError as err:
         run.fail(job.src, str(err))
         return
+    except LimitError as err:  # its message starts with the file's name, as the failure line
+        run.fail(job.src, str(err).removeprefix(f"{job.src}: "))
+        return
+    finally:
+        if bar is not None:
+            bar.close()
     run.summary.bytes_in += len(data)
+    run.expect_tiles(token_file.header.num_tiles)
     yield job, token_file
 
 
@@ -317,7 +359,7 @@ def decode_files(
 
     with _Run(summary, total, progress, overwrite) as run:
         items = _token_files(codec, jobs, boxes, suffix, run)
-        run.drain(codec.decode_stream(items, num_steps, seed), write)
+        run.drain(codec.decode_stream(items, num_steps, seed, progress=run.tiles_done), write)
     return summary
 
 

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from tokenizers_vis.cli.batch.files import Summary
-from tokenizers_vis.cli.common import positive
+from tokenizers_vis.cli.common import limits_from_args, positive
 from tokenizers_vis.codec import static_table
 from tokenizers_vis.codec.api import Codec
 from tokenizers_vis.codec.entropy import EntropyModel, EntropyModelLoadError, load_entropy_model
@@ -48,10 +48,15 @@ def load_codec(
     prog: str, model: str, args: argparse.Namespace, entropy: str | None = None
 ) -> Codec:
     """The codec, or a UsageError naming what is wrong with --model / --device / the entropy
-    model (`entropy`: "static" for the tokenizer's own table, or a path)."""
+    model (`entropy`: "static" for the tokenizer's own table, or a path). Its limits are those
+    of `add_limit_flags`' flags, when the command has them."""
     try:
         codec = Codec.from_pretrained(
-            model, device=args.device, precision=args.precision, batch_size=args.batch_size
+            model,
+            device=args.device,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            limits=limits_from_args(args),
         )
     except PretrainedError as err:
         raise UsageError(f"--model: {err}") from None
