@@ -391,7 +391,7 @@ def _parse(data: memoryview, limits: Limits | None, source: object) -> tuple[Hea
     """`_decode_header`, with any impossible value reported as corruption."""
     try:
         return _decode_header(data, limits, source)
-    except VtokError:
+    except (VtokError, LimitError):
         raise
     except (ValueError, OverflowError) as err:
         raise CorruptedError(f"corrupted header: {err}") from None
