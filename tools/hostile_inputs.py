@@ -1,6 +1,7 @@
 """Time and peak memory of `vistok decode` on the hostile token files of issue 22 (items 1-2).
 
-    .venv/bin/python tools/hostile_inputs.py [--repo DIR] [--timeout 60] [--out reports/hostile-inputs]
+    PYTHONPATH=. .venv/bin/python tools/hostile_inputs.py [--repo DIR] [--label before]
+        [--timeout 60] [--in-process] [--out reports/hostile-inputs]
 
 Builds each hostile file (a few dozen bytes: a well-formed header that claims a huge image, or
 an entropy-coded payload that claims tiles it does not hold, or a coding group that asks for a
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,9 @@ GPT_DIR = Path(__file__).resolve().parents[1] / "generation" / "pretrained" / "g
 
 
 def _header(size, coded=None, k=1, coding=0, params=b"", tid=None) -> fmt.Header:
-    return fmt.Header(tid, size, 32, 64, (4096,), (k,) * _tiles(coded or size), coded, coding, params)
+    return fmt.Header(
+        tid, size, 32, 64, (4096,), (k,) * _tiles(coded or size), coded, coding, params
+    )
 
 
 def _tiles(size) -> int:
@@ -118,6 +122,34 @@ def run_case(repo: Path, path: Path, out: Path, timeout: float, extra: list[str]
     }
 
 
+def in_process(files: dict[str, bytes]) -> dict[str, dict]:
+    """Each case through `Codec.read` + `decode_stream` in this process (the code imported
+    here): seconds and tracemalloc peak of the refusal or decode, and its one line."""
+    from tokenizers_vis.codec import Codec
+    from tokenizers_vis.codec.entropy import load_entropy_model
+    from tokenizers_vis.errors import VistokError
+
+    codec = Codec.from_pretrained(MODEL, device="cpu")
+    gpt = load_entropy_model(GPT_DIR)
+    out = {}
+    for name, data in files.items():
+        codec.set_entropy(gpt if "GPT" in name else None)
+        tracemalloc.start()
+        start = time.perf_counter()
+        try:
+            codec.decode_bytes(data)
+            line = "decoded"
+        except VistokError as err:
+            line = f"{type(err).__name__}: {err}"
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        out[name] = {"ms": round(1000 * seconds, 2), "traced_peak_kb": round(peak / 1024, 1)}
+        out[name]["line"] = line[:300]
+        print(name, out[name], flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]))
@@ -125,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--only", nargs="*", help="case name prefixes (default: all)")
     parser.add_argument("--out", default="reports/hostile-inputs")
+    parser.add_argument(
+        "--in-process", action="store_true", help="also time each case in this process"
+    )
     args = parser.parse_args(argv)
     tid = directory_identity(MODEL)
     results = {}
@@ -138,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             result = run_case(Path(args.repo), path, Path(tmp) / "out.png", args.timeout, extra)
             results[name] = {"bytes": len(data), **result}
             print(name, results[name], flush=True)
+    if args.in_process:
+        chosen = {n: d for n, d in cases(tid).items() if n in results}
+        for name, row in in_process(chosen).items():
+            results[name]["in_process"] = row
     doc = {
         "label": args.label,
         "repo": args.repo,
@@ -152,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write(out / f"cases-{args.label}.json", (json.dumps(doc, indent=2) + "\n").encode())
     rows = [
         f"| {n} | {r['bytes']} | {r['seconds']} | {r['peak_rss_mb']} | {r['exit']} | "
-        f"{r['last_line'].replace('|', '/')} |"
+        + (
+            f"{r['in_process']['ms']} | {r['in_process']['traced_peak_kb']} | "
+            if "in_process" in r
+            else "- | - | "
+        )
+        + f"{r['last_line'].replace('|', '/')} |"
         for n, r in results.items()
     ]
     load = ", ".join(f"{x:.2f}" for x in doc["load_average"])
@@ -163,8 +207,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{doc['cpu']}, {doc['cores']} cores, load average {load}; one thread "
             f"(OMP_NUM_THREADS=1); killed after {args.timeout:.0f} s. Code: {args.repo}.",
             "",
-            "| case | file bytes | seconds | peak RSS MB | exit | last line |",
-            "|---|---:|---:|---:|---|---|",
+            "Child: `vistok decode FILE` in a fresh process (wall seconds include start-up, see",
+            "case 0). In process: `Codec.decode_bytes` of the same bytes, model loaded (ms,",
+            "tracemalloc peak KB).",
+            "",
+            "| case | file bytes | child s | child peak RSS MB | exit | in-process ms "
+            "| traced KB | last line |",
+            "|---|---:|---:|---:|---|---:|---:|---|",
             *rows,
             "",
         ]

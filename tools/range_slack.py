@@ -1,6 +1,6 @@
 """How close honest entropy-coded payloads come to the reader's past-the-end check.
 
-    .venv/bin/python tools/range_slack.py [--images 64] [--out reports/hostile-inputs]
+    PYTHONPATH=. .venv/bin/python tools/range_slack.py [--images 64] [--out reports/hostile-inputs]
 
 The range decoder refuses a payload once the decoded ids' lower-bound cost (`symbol_bits`)
 exceeds 8 x payload bytes + `RANGE_LOOKAHEAD_BITS`, and the writer keeps zero bytes so that
