@@ -21,7 +21,7 @@ from tokenizers_vis.codec import format as fmt
 from tokenizers_vis.codec.errors import CorruptedError
 from tokenizers_vis.codec.layout import tiles_to_image
 from tokenizers_vis.errors import VistokError
-from tokenizers_vis.limits import DEFAULT_LIMITS, LimitError, LimitWarning
+from tokenizers_vis.limits import DEFAULT_LIMITS, LimitError, Limits, LimitWarning
 
 S, K, V = 16, 8, 125  # the tiny_cpu_fsq tokenizer
 
@@ -227,7 +227,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     return status, out, err
 
 
-def test_cli_refusal_names_the_file_the_limit_and_the_flag(codec, tmp_path, capsys):
+def test_cli_refusal_names_the_file_the_limit_and_the_flag(codec, tmp_path, capsys, monkeypatch):
     model = codec.tokenizer.save_pretrained(tmp_path / "m")
     ident = Codec.from_pretrained(model, device="cpu").identity
     (tmp_path / "big.vtok").write_bytes(bitpacked(header(ident, (40, 30), (S, S))))
@@ -240,6 +240,15 @@ def test_cli_refusal_names_the_file_the_limit_and_the_flag(codec, tmp_path, caps
     line = next(x for x in err.splitlines() if "big.vtok" in x)
     assert "output pixels 1,200 exceed the limit of 1,000" in line and "--max-pixels" in line
     assert line.count("big.vtok") == 1 and not (tmp_path / "out" / "big.png").exists()
+    # Above the warning size: decoded, with a one-line warning (a small one for the test).
+    monkeypatch.setattr("tokenizers_vis.cli.common.DEFAULT_LIMITS", Limits(warn_pixels=500))
+    status, out, err = run(
+        capsys, "decode", tmp_path / "big.vtok", "-o", tmp_path / "big.png", "--model", model,
+        "-q", "--max-pixels", "2000",
+    )  # fmt: skip
+    assert status == 0 and (tmp_path / "big.png").exists()
+    assert "warning: " in err and "may be a decompression bomb" in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_decode_without_model_gives_each_unreadable_files_reason(tmp_path, capsys):

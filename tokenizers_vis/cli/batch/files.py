@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,7 @@ from tokenizers_vis.codec.container import Container, is_container
 from tokenizers_vis.codec.format import CODING_BITPACK, VtokError, read_header
 from tokenizers_vis.data.transforms import MAX_PIXELS, BadImageError, load_rgb
 from tokenizers_vis.errors import UsageError
-from tokenizers_vis.limits import LimitError
+from tokenizers_vis.limits import LimitError, LimitWarning
 
 __all__ = ["FORMATS", "Failure", "Summary", "decode_files", "encode_files"]
 
@@ -269,7 +271,9 @@ def _read(codec: Codec, job: Job, data: bytes, run: _Run) -> Iterator[tuple[Job,
         return
     bar = _entropy_bar(data, run)
     try:
-        token_file = codec.read(data, source=job.src, progress=bar and bar.update)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LimitWarning)
+            token_file = codec.read(data, source=job.src, progress=bar and bar.update)
     except VtokError as err:
         run.fail(job.src, str(err))
         return
@@ -279,6 +283,11 @@ def _read(codec: Codec, job: Job, data: bytes, run: _Run) -> Iterator[tuple[Job,
     finally:
         if bar is not None:
             bar.close()
+    for w in caught:  # a large image: one line on stderr, the file still decodes
+        if issubclass(w.category, LimitWarning):
+            tqdm.write(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     run.summary.bytes_in += len(data)
     run.expect_tiles(token_file.header.num_tiles)
     yield job, token_file
