@@ -259,3 +259,15 @@ def test_decode_without_model_gives_each_unreadable_files_reason(tmp_path, capsy
     assert "no readable .vtok input" not in err
     assert f"{tmp_path / 'empty.vtok'}: " in err and "truncated" in err
     assert f"{tmp_path / 'junk.vtok'}: " in err and "decoded 0 of 2 files (2 failed)" in out
+
+
+def test_cli_shows_tile_progress_for_long_files(codec, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("tokenizers_vis.cli.batch.files.LONG_FILE_TILES", 8)
+    model = codec.tokenizer.save_pretrained(tmp_path / "m")
+    ident = Codec.from_pretrained(model, device="cpu").identity
+    (tmp_path / "long.vtok").write_bytes(bitpacked(header(ident, (6 * S, 4 * S))))  # 24 tiles
+    (tmp_path / "short.vtok").write_bytes(bitpacked(header(ident, (S, S))))
+    status, out, err = run(capsys, "decode", tmp_path / "short.vtok", "--model", model)
+    assert status == 0 and "tiles" not in err.replace("tiles_", "")
+    status, out, err = run(capsys, "decode", tmp_path / "long.vtok", "--model", model)
+    assert status == 0 and "/24 [" in err and "tile/s" in err, err  # a bar over 24 tiles

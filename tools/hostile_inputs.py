@@ -65,6 +65,7 @@ def cases(tid: bytes) -> dict[str, bytes]:
     gpt_id = files_identity([GPT_DIR / "config.json", GPT_DIR / "model.safetensors"])
     static = EntropyParams(static_id, 0, 64).to_bytes()
     gpt = EntropyParams(gpt_id, 0, 65_536).to_bytes()
+    gpt_64 = EntropyParams(gpt_id, 0, 64).to_bytes()
     return {
         "0 honest one tile (start-up cost)": _bitpacked(tid, (32, 32)),
         "1a resampled to 16,777,216x64": _bitpacked(tid, (1 << 24, 64), (32, 32)),
@@ -77,6 +78,12 @@ def cases(tid: bytes) -> dict[str, bytes]:
             _header((32, 1 << 21), coding=2, params=gpt, tid=tid), b""
         ),
         "2c honest bit-packed, 524,288 tiles": _bitpacked(tid, (32 * 1024, 32 * 512)),
+        "2d static-coded, 16,384 tiles in 64 bytes": fmt.dumps_payload(
+            _header((4096, 4096), k=64, coding=1, params=static, tid=tid), bytes(range(1, 65))
+        ),
+        "2e GPT-coded, 16,384 tiles in 64 bytes": fmt.dumps_payload(
+            _header((4096, 4096), k=64, coding=2, params=gpt_64, tid=tid), bytes(range(1, 65))
+        ),
     }
 
 
