@@ -39,10 +39,11 @@ import json, resource, sys, time, warnings
 import torch
 torch.set_num_threads(1)
 from tokenizers_vis.codec import Codec
-codec = Codec.from_pretrained("emoji32", device="cpu", batch_size=int(sys.argv[3]))
+codec = Codec.from_pretrained("emoji32", device=sys.argv[4], batch_size=int(sys.argv[3]))
 if sys.argv[2] == "stub":
     s = codec.tokenizer.image_size
-    codec.tokenizer.decode = lambda tokens, **kw: torch.zeros(len(tokens.ids), 3, s, s)
+    codec.tokenizer.decode = lambda tokens, **kw: torch.zeros(len(tokens.ids), 3, s, s,
+                                                              device=codec.device)
 def status(field):  # kB
     for line in open("/proc/self/status"):
         if line.startswith(field):
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiles", type=int, default=100_000)
     parser.add_argument("--k", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda (a GPU runs 100,000 real tiles)")
     parser.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]))
     parser.add_argument("--label", default="after")
     parser.add_argument("--stub-decoder", action="store_true")
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         size = write_file(path, args.tiles, args.k)
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=args.repo)
         mode = "stub" if args.stub_decoder else "real"
-        argv = [sys.executable, "-c", CHILD, str(path), mode, str(args.batch_size)]
+        argv = [sys.executable, "-c", CHILD, str(path), mode, str(args.batch_size), args.device]
         done = subprocess.run(argv, cwd=args.repo, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"decode failed: {done.stderr.strip().splitlines()[-1]}")
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "k": args.k,
         "file_bytes": size,
         "batch_size": args.batch_size,
+        "device": args.device,
         "seconds": round(result["seconds"], 2),
         "tiles_per_s": round(args.tiles / result["seconds"], 1),
         "rss_loaded_mb": round(result["rss_loaded_mb"], 1),
