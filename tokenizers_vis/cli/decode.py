@@ -10,7 +10,10 @@ Without --model the file's header names the tokenizer, and a shipped model with 
 is used. Files range coded with the tokenizer's static table find it beside the tokenizer;
 files coded with another entropy model need --entropy-model (its identity is checked). Files
 from another tokenizer or entropy model, truncated or corrupted files are refused, each with its
-reason. Exit status: 0 all decoded, 1 some failed, 2 usage error, 130 / 143 interrupted.
+reason, and so is a file that asks for more than the limits allow (an image above --max-pixels,
+an entropy model's coding group above --max-memory: raise them for files you trust). Files of
+thousands of tiles decode in batches into one image, with a bar of their tiles. Exit status:
+0 all decoded, 1 some failed, 2 usage error, 130 / 143 interrupted.
 """
 
 from __future__ import annotations
