@@ -271,3 +271,14 @@ def test_cli_shows_tile_progress_for_long_files(codec, tmp_path, capsys, monkeyp
     assert status == 0 and "tiles" not in err.replace("tiles_", "")
     status, out, err = run(capsys, "decode", tmp_path / "long.vtok", "--model", model)
     assert status == 0 and "/24 [" in err and "tile/s" in err, err  # a bar over 24 tiles
+
+
+def test_entropy_decoding_reports_progress_per_group(codec):
+    table = static_table(0.3)
+    coder = Codec(codec.tokenizer, codec.identity, device="cpu", entropy=table)
+    h = header(codec.identity, (10 * S, 10 * S), k=K)  # 100 tiles
+    ids = np.random.default_rng(1).integers(0, V, (100, K, 1))
+    data = ec.dumps(h, ids, table, group=16)
+    done = []
+    np.testing.assert_array_equal(coder.read(data, progress=done.append).ids, ids)
+    assert done == [16] * 6 + [4]
