@@ -12,6 +12,7 @@ from tokenizers_vis.atomic import (
     OutputExistsError,
     atomic_write,
     atomic_write_with,
+    blame_destination,
     write_atomic,
 )
 from tokenizers_vis.codec.container import Container
@@ -89,3 +90,15 @@ def test_a_failed_container_rename_leaves_nothing(tmp_path):
     with pytest.raises(IsADirectoryError) as err:
         box.close()
     assert err.value.filename == str(target) and _leftovers(tmp_path) == []
+
+
+def test_errors_inside_a_temporary_folder_name_the_destination(tmp_path):
+    """convert / export build a hidden folder, then rename it: a file inside it is named as it
+    will be inside the destination."""
+    tmp, dst = tmp_path / ".out.1.abcd1234.tmp", tmp_path / "out"
+    with pytest.raises(FileNotFoundError) as err, blame_destination(tmp, dst):
+        open(tmp / "config.json")  # noqa: SIM115
+    assert err.value.filename == str(dst / "config.json")
+    with pytest.raises(FileNotFoundError) as err, blame_destination(tmp, dst):
+        open(tmp_path / "elsewhere.json")  # noqa: SIM115  (not ours: left as it is)
+    assert err.value.filename == str(tmp_path / "elsewhere.json")

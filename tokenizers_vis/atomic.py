@@ -36,17 +36,24 @@ def temp_path(path: Path) -> Path:
 
 
 def _renamed(err: OSError, tmp: Path, path: Path) -> OSError | None:
-    """`err` naming `path` where it named `tmp` (None when it is not about `tmp`)."""
-    names = (err.filename, err.filename2)
-    if err.errno is None or not any(n is not None and os.fsdecode(n) == str(tmp) for n in names):
+    """`err` naming `path` where it named `tmp` or a file inside it (a temporary folder); None
+    when it is not about `tmp`."""
+    if err.errno is None:
         return None
-    return OSError(err.errno, err.strerror, str(path))  # OSError picks the errno's subclass
+    for name in (err.filename, err.filename2):
+        text = None if name is None or isinstance(name, int) else os.fsdecode(name)
+        if text == str(tmp):
+            return OSError(err.errno, err.strerror, str(path))  # OSError picks the subclass
+        if text is not None and text.startswith(str(tmp) + os.sep):
+            return OSError(err.errno, err.strerror, str(path) + text[len(str(tmp)) :])
+    return None
 
 
 @contextlib.contextmanager
 def blame_destination(tmp: Path, path: Path) -> Iterator[None]:
-    """Within the block, an `OSError` about `tmp` is raised again about `path`, the name the
-    user gave (`Is a directory: out.vtoks`, not `.out.vtoks.123.abcd.tmp -> out.vtoks`)."""
+    """Within the block, an `OSError` about `tmp` (or a file in it) is raised again about `path`,
+    the name the user gave (`Is a directory: out.vtoks`, not `.out.vtoks.123.abcd.tmp ->
+    out.vtoks`; `DIR/config.json`, not `.DIR.123.abcd.tmp/config.json`)."""
     try:
         yield
     except OSError as err:
