@@ -24,7 +24,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 def _write_container(path: Path) -> None:
     with Container(path, "w") as box:
-        box.append("a.png", b"not checked on write")
+        box.append("a.png", b"a .vtok file is not checked on write")
 
 
 WRITERS = {
@@ -85,7 +85,7 @@ def test_the_destination_appearing_meanwhile_is_not_replaced(tmp_path, monkeypat
 def test_a_failed_container_rename_leaves_nothing(tmp_path):
     target = tmp_path / "set.vtoks"
     box = Container(target, "w")
-    box.append("a.png", b"x")
+    box.append("a.png", b"a .vtok file is not checked on write")
     target.mkdir()  # appears between opening and the final rename
     with pytest.raises(IsADirectoryError) as err:
         box.close()

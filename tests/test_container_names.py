@@ -17,7 +17,7 @@ from tokenizers_vis.codec.container import (
     RecordError,
     RecordNameError,
 )
-from tokenizers_vis.codec.format import Header, dumps, encode_varint
+from tokenizers_vis.codec.format import Header, VtokError, dumps, encode_varint
 from tokenizers_vis.codec.record_names import name_problem
 from tokenizers_vis.text import printable
 
@@ -201,3 +201,19 @@ def test_info_escapes_names_and_lists_bad_records(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)[0]
     assert [r.get("name") for r in doc["records"]] == ["ok.png", None, None, "z\u200dw.png"]
     assert "U+202E" in doc["records"][1]["error"]
+
+
+def test_lengths_no_record_has_stop_the_scan(tmp_path):
+    """10 MB of zero lengths would be 2.6 million empty records: the scan stops at the first
+    length shorter than any record, and appending (which would cut the rest off) is refused."""
+    path = tmp_path / "zeros.vtoks"
+    good = _raw_container([b"a.png"])
+    path.write_bytes(good + bytes(10_000_000))
+    with Container(path) as box:
+        assert len(box) == 1 and box.damaged_tail == 10_000_000
+        assert box.record(0)[0] == "a.png"
+    with pytest.raises(VtokError, match="not appending"):
+        Container(path, "a")
+    assert path.stat().st_size == len(good) + 10_000_000  # nothing cut off
+    smallest = Header(ID, (1, 1), 1, 1, (1,), (1,))
+    assert len(dumps(smallest, np.zeros((1, 1, 1), dtype=np.int64))) == 27  # _MIN_RECORD's

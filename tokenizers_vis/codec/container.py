@@ -54,6 +54,10 @@ CONTAINER_VERSION = 2  # what we write; 1 (no name checksum) is still read
 _VERSIONS = (1, 2)
 _LENGTH = struct.Struct("<I")
 _CRC = struct.Struct("<I")
+# The shortest record body: a one-byte name length, a one-byte name and the shortest .vtok (27
+# bytes: a header of one-byte fields, an empty payload, the CRC-32). A shorter length is damage,
+# and scanning stops there: a hostile file of zero lengths cannot make millions of records.
+_MIN_RECORD = 1 + 1 + 27
 
 
 class RecordNameError(VistokError):
@@ -103,7 +107,9 @@ class Container:
 
     Attributes:
         version: the container's format version (new containers: `CONTAINER_VERSION`).
-        damaged_tail: bytes of an incomplete last record (0 if none).
+        damaged_tail: bytes after the last whole record: an incomplete last record (a killed
+            append; the next append cuts it off), or everything after a length no record has
+            (damage; appending is then refused).
     """
 
     def __init__(self, path: str | os.PathLike, mode: Literal["r", "w", "a"] = "r") -> None:
@@ -112,6 +118,7 @@ class Container:
         self.path, self.mode = Path(path), mode
         self._offsets = array("Q")  # start of each record's length field
         self.damaged_tail = 0
+        self._broken_at: int | None = None  # where a record length no record has was found
         self.version = CONTAINER_VERSION
         self._tmp: Path | None = None
         if mode == "w" or (mode == "a" and not os.path.lexists(self.path)):
@@ -126,6 +133,12 @@ class Container:
         except BaseException:
             self._file.close()
             raise
+        if mode == "a" and self._broken_at is not None:
+            self._file.close()
+            raise VtokError(
+                f"{self.path}: damaged at byte {self._broken_at} (a record length no record "
+                f"has); not appending, which would cut off its last {self.damaged_tail} bytes"
+            )
         if mode == "a" and self.damaged_tail:
             self._file.truncate(self._end)
 
@@ -152,16 +165,21 @@ class Container:
             version = prefix[4] if len(prefix) > 4 else "?"
             raise VtokError(f"{self.path}: container version {version} is not supported")
         self.version = prefix[4]
+        shortest = _MIN_RECORD + (_CRC.size if self.version >= 2 else 0)
         size = f.seek(0, os.SEEK_END)
         pos = len(prefix)
         while pos < size:
             f.seek(pos)
             head = f.read(_LENGTH.size)
-            if len(head) < _LENGTH.size or pos + _LENGTH.size + _LENGTH.unpack(head)[0] > size:
-                self.damaged_tail = size - pos
+            length = _LENGTH.unpack(head)[0] if len(head) == _LENGTH.size else None
+            if length is None or pos + _LENGTH.size + length > size:
+                self.damaged_tail = size - pos  # a killed append: cut off by the next one
+                break
+            if length < shortest:  # corruption, not an interrupted append: framing is lost
+                self.damaged_tail, self._broken_at = size - pos, pos
                 break
             self._offsets.append(pos)
-            pos += _LENGTH.size + _LENGTH.unpack(head)[0]
+            pos += _LENGTH.size + length
         self._end = pos
 
     def __len__(self) -> int:
@@ -216,6 +234,10 @@ class Container:
         """
         if self.mode == "r":
             raise ValueError("container opened read-only")
+        if len(data) < _MIN_RECORD - 2:  # a reader would take it for damage
+            raise ValueError(
+                f"{len(data)} bytes cannot be a .vtok file (at least {_MIN_RECORD - 2})"
+            )
         problem = name_problem(name)
         if problem is not None:
             raise RecordNameError(describe(name, problem))

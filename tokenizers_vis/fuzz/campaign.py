@@ -142,6 +142,7 @@ def run_campaign(
     case_bytes: int = 512 << 20,
     total_seconds: float | None = None,
     progress: Callable[[int, Report], None] | None = None,
+    first: int = 0,
 ) -> Report:
     """Run `cases` cases spread over `targets` by weight.
 
@@ -150,11 +151,12 @@ def run_campaign(
         case_bytes: memory one case may add (a hard cap, and the budget its peak must meet).
         total_seconds: stop early (`Report.stopped_early`) once the campaign has run this long.
         progress: called after each case with its index and the report so far.
+        first: index of the first case (cases `first .. first + cases - 1`: reproduce one).
     """
     report = Report(seed)
     schedule = _schedule(targets)
     start = time.perf_counter()
-    for i in range(cases):
+    for i in range(first, first + cases):
         if total_seconds is not None and time.perf_counter() - start > total_seconds:
             report.stopped_early = True
             break

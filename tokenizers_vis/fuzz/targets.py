@@ -116,7 +116,7 @@ def vtok_target(name: str, codec: Any, seeds: list[bytes], weight: int = 1) -> T
             raise AssertionError("a damaged file was read silently (its checksum was not fixed)")
         next(codec.decode_stream([(None, token_file)]))
 
-    return Target(name, make, run, weight)
+    return Target(name, make, run, weight, {"seeds": list(seeds)})
 
 
 def _record(name: bytes, data: bytes, version: int) -> bytes:
@@ -180,18 +180,18 @@ def container_target(
                     raise AssertionError(f"record {i}: damaged .vtok bytes were read silently")
         digest = zlib.crc32(case.data)
         if digest % 4 == 0:
-            _append(path)
+            _append(path, records[0][1])
         elif digest % 4 == 1:
             _decode_into_folder(decode_files, codec, path, work)
 
-    return Target(name, make, run, weight)
+    return Target(name, make, run, weight, {"seeds": [_box(honest, 2), _box(honest, 1)]})
 
 
-def _append(path: Path) -> None:
+def _append(path: Path, data: bytes) -> None:
     with Container(path, "a") as box:
-        index = box.append("appended.png", b"payload")
+        index = box.append("appended.png", data)
     with Container(path) as box:
-        if box.record(index) != ("appended.png", b"payload"):
+        if box.record(index) != ("appended.png", data):
             raise AssertionError("an append to a damaged container did not read back")
 
 
@@ -224,4 +224,4 @@ def json_file_target(
         (work / filename).write_bytes(case.data)
         load(work)
 
-    return Target(name, make, run)
+    return Target(name, make, run, extra={"seeds": [text]})
