@@ -17,7 +17,7 @@ from tokenizers_vis.errors import VistokError
 from tokenizers_vis.fuzz import Case, Target, mutate_bytes, mutate_json, run_campaign
 from tokenizers_vis.fuzz.suite import build_targets
 
-CASES = 2400
+CASES = 2000
 CASE_SECONDS = 5.0  # hard limit; honest cases take milliseconds
 CASE_BYTES = 256 << 20  # what one case may add to the process (a hard cap and the budget)
 
