@@ -4,8 +4,10 @@ container's records).
     vistok info photo.vtok
     vistok info set.vtoks --json
 
-Needs no model. Exit status: 0 every file read, 1 some file is not a readable .vtok / .vtoks
-(the reason is printed), 2 usage error.
+Needs no model. Exit status: 0 every file read, 1 some file (or some record of a container) is
+not readable (the reason is printed; the container's other records are still described), 2
+usage error. Everything printed that comes from a file (record names, reasons quoting them) is
+escaped: a newline, a terminal escape or U+202E shows as `\\n`, `\\x1b`, `\\u202e`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tokenizers_vis.cli.batch.paths import read_regular
 from tokenizers_vis.cli.common import ArgumentParser, run
-from tokenizers_vis.codec.container import Container, is_container
+from tokenizers_vis.codec.container import Container, RecordError, is_container
 from tokenizers_vis.codec.entropy_coding import EntropyParams
 from tokenizers_vis.codec.format import (
     CODING_BITPACK,
@@ -26,6 +29,7 @@ from tokenizers_vis.codec.format import (
     VtokError,
     read_header,
 )
+from tokenizers_vis.text import printable
 
 
 def describe(header: Header, file_bytes: int, payload: int) -> dict[str, Any]:
@@ -109,22 +113,39 @@ def _entropy_lines(d: dict[str, Any]) -> list[str]:
     ]
 
 
-def _container(path: Path) -> tuple[dict[str, Any], list[str]]:
+def _container(path: Path) -> tuple[dict[str, Any], list[str], bool]:
+    """A container's document and lines, and whether every record was read. A record that
+    cannot be read (damaged, a name not allowed) is listed with its reason; the others are
+    still described."""
+    shown = printable(str(path))
     out: dict[str, Any] = {"file": str(path), "container": True, "records": []}
+    ok = True
     with Container(path) as box:
-        lines = [f"{path}: .vtoks container, {len(box)} records, {path.stat().st_size} bytes"]
+        size = path.stat().st_size
+        lines = [
+            f"{shown}: .vtoks container version {box.version}, {len(box)} records, {size} bytes"
+        ]
+        out["version"] = box.version
         if box.damaged_tail:
             lines.append(f"  warning: an incomplete last record ({box.damaged_tail} bytes)")
             out["damaged_tail"] = box.damaged_tail
-        for i, (name, data) in enumerate(box):
-            header, payload = read_header(data)
+        for i in range(len(box)):
+            try:
+                name, data = box.record(i)
+                header, payload = read_header(data)
+            except VtokError as err:
+                reason = err.reason if isinstance(err, RecordError) else str(err)
+                out["records"].append({"index": i, "error": reason})
+                lines.append(f"  [{i}] error: {printable(reason, backslash=False)}")
+                ok = False
+                continue
             d = describe(header, len(data), payload) | {"index": i, "name": name}
             out["records"].append(d)
             lines.append(
-                f"  [{i}] {name}: {d['size'][0]}x{d['size'][1]}, {d['tiles']} tiles, "
+                f"  [{i}] {printable(name)}: {d['size'][0]}x{d['size'][1]}, {d['tiles']} tiles, "
                 f"{d['tokens']} tokens, {len(data)} bytes, {d['bits_per_token']:.3g} bits/token"
             )
-    return out, lines
+    return out, lines, ok
 
 
 def info(argv: list[str] | None) -> int:
@@ -137,18 +158,22 @@ def info(argv: list[str] | None) -> int:
         path = Path(text)
         try:
             if is_container(path):
-                doc, lines = _container(path)
+                doc, lines, ok = _container(path)
+                status = status if ok else 1
             else:
-                data = path.read_bytes()
+                data = read_regular(path)
                 header, payload = read_header(data)
                 doc = {"file": text} | describe(header, len(data), payload)
-                lines = _lines(text, doc)
+                lines = _lines(printable(text), doc)
         except OSError as err:
-            print(f"vistok info: {text}: {err.strerror}", file=sys.stderr)
+            print(f"vistok info: {printable(text)}: {err.strerror}", file=sys.stderr)
             status = 1
             continue
         except VtokError as err:  # not .vtok, truncated, corrupted, newer
-            print(f"vistok info: {text}: {err}", file=sys.stderr)
+            print(
+                f"vistok info: {printable(text)}: {printable(str(err), backslash=False)}",
+                file=sys.stderr,
+            )
             status = 1
             continue
         documents.append(doc)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tokenizers_vis.atomic import temp_path
+from tokenizers_vis.atomic import blame_destination, temp_path
 from tokenizers_vis.convert.base import FAMILIES, ConversionError, Converted, Family
 from tokenizers_vis.convert.sources import (
     CONFIG_NAME,
@@ -247,21 +247,22 @@ def _publish(model: Tokenizer, dst: Path, extra: dict[str, Any], overwrite: bool
     directory is swapped out and deleted only once the new one is in place."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(dst)
-    tmp.mkdir()
     try:
-        model.save_pretrained(tmp, extra=extra)
-        check_destination(dst, overwrite)  # again: it may have appeared while we worked
-        if not os.path.lexists(dst):
-            os.rename(tmp, dst)
-            return dst
-        old = temp_path(dst)
-        os.rename(dst, old)
-        try:
-            os.rename(tmp, dst)
-        except BaseException:
-            os.rename(old, dst)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        with blame_destination(tmp, dst):  # an error names DST, not the hidden folder
+            tmp.mkdir()
+            model.save_pretrained(tmp, extra=extra)
+            check_destination(dst, overwrite)  # again: it may have appeared while we worked
+            if not os.path.lexists(dst):
+                os.rename(tmp, dst)
+                return dst
+            old = temp_path(dst)
+            os.rename(dst, old)
+            try:
+                os.rename(tmp, dst)
+            except BaseException:
+                os.rename(old, dst)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; a failure's leftovers
     return dst

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tokenizers_vis.atomic import OutputExistsError, temp_path
+from tokenizers_vis.atomic import OutputExistsError, blame_destination, temp_path
 from tokenizers_vis.deploy.graphs import DecoderGraph, EncoderGraph, check_exportable, unchecked_ids
 from tokenizers_vis.deploy.onnx_runtime import (
     CONFIG_NAME,
@@ -100,15 +100,16 @@ def export_onnx(
     model.load_state_dict({k: v.detach().cpu() for k, v in tokenizer.state_dict().items()})
     model.eval()
     tmp = temp_path(out_dir)
-    tmp.mkdir(parents=True)
     try:
-        config = _config(model, opset, source)
-        _export_graphs(model, tmp, opset)
-        _write_config(tmp, config)
-        if check:
-            config["check"] = _check_against_torch(model, tmp)
+        with blame_destination(tmp, out_dir):  # an error names OUT_DIR, not the hidden folder
+            tmp.mkdir(parents=True)
+            config = _config(model, opset, source)
+            _export_graphs(model, tmp, opset)
             _write_config(tmp, config)
-        _publish(tmp, out_dir, overwrite)
+            if check:
+                config["check"] = _check_against_torch(model, tmp)
+                _write_config(tmp, config)
+            _publish(tmp, out_dir, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after a rename; cleans up after a failure
     return out_dir

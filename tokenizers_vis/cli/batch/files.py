@@ -28,11 +28,13 @@ from tokenizers_vis.cli.batch.paths import (
     image_extensions,
     image_failure_reason,
     plan,
+    read_regular,
     safe_name,
 )
 from tokenizers_vis.codec.api import Codec, Encoded, EncodeOptions
-from tokenizers_vis.codec.container import Container, is_container
+from tokenizers_vis.codec.container import Container, RecordError, RecordNameError, is_container
 from tokenizers_vis.codec.format import CODING_BITPACK, VtokError, read_header
+from tokenizers_vis.codec.record_names import describe, name_problem
 from tokenizers_vis.data.transforms import MAX_PIXELS, BadImageError, load_rgb
 from tokenizers_vis.errors import UsageError
 from tokenizers_vis.limits import LimitError, LimitWarning
@@ -147,6 +149,9 @@ class _Run:
             except OutputExistsError:
                 self.fail(job.src, _EXISTS)
                 continue
+            except RecordNameError as err:
+                self.fail(job.src, f"cannot be stored in a container: {err}")
+                continue
             except OSError as err:
                 self.fail(job.src, f"cannot write: {err.strerror}")
                 continue
@@ -215,9 +220,14 @@ def encode_files(
     into_box = output is not None and output.endswith(".vtoks")
     if append and not into_box:
         raise UsageError("--append needs -o ending in .vtoks (a container)")
+    if into_box and Path(output).is_dir():
+        raise UsageError(f"-o {output} is a directory, not a .vtoks container")
     if into_box and Path(output).exists() and not (overwrite or append):
         raise UsageError(f"{output} exists (--overwrite replaces it, --append adds to it)")
     jobs, failed, ignored = plan(inputs, output, image_extensions(), "" if into_box else ".vtok")
+    if into_box:  # a name the container would refuse fails before its image is encoded
+        jobs, unnamed = _storable(jobs)
+        failed += unnamed
     summary = Summary("encoded", failures=[Failure(p, r) for p, r in failed], ignored=ignored)
     with _Run(summary, len(jobs), progress, overwrite) as run:
         stream = codec.encode_stream(_images(jobs, run, max_pixels), options)
@@ -237,6 +247,20 @@ def encode_files(
 
             run.drain(stream, append_to_box)
     return summary
+
+
+def _storable(jobs: list[Job]) -> tuple[list[Job], list[tuple[str, str]]]:
+    """The jobs whose names a container can store, and (input, reason) for the others."""
+    kept, failed = [], []
+    for job in jobs:
+        problem = name_problem(job.rel)
+        if problem is None:
+            kept.append(job)
+        else:
+            failed.append(
+                (str(job.src), "cannot be stored in a container: " + describe(job.rel, problem))
+            )
+    return kept, failed
 
 
 def _save(image: Image.Image, fmt: str, quality: int | None) -> bytes:
@@ -306,7 +330,12 @@ def _records(codec: Codec, job: Job, suffix: str, run: _Run) -> Iterator[tuple[J
             run.summary.failures.append(
                 Failure(f"{job.src}[{len(box)}]", "incomplete last record (interrupted?)")
             )
-        for i, (name, data) in enumerate(box):
+        for i in range(len(box)):
+            try:
+                name, data = box.record(i)
+            except RecordError as err:  # this record only: the others are still decoded
+                run.fail(f"{job.src}[{i}]", err.reason)
+                continue
             rel = safe_name(name, suffix, f"{i:06d}")
             if rel in seen:  # two records of one name: the later gets its index
                 rel = rel.with_name(f"{rel.stem}-{i}{suffix}")
@@ -322,7 +351,7 @@ def _token_files(
             yield from _records(codec, job, suffix, run)
             continue
         try:
-            data = job.src.read_bytes()
+            data = read_regular(job.src)
         except OSError as err:
             run.fail(job.src, f"unreadable: {err.strerror}")
             continue

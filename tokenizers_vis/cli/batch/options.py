@@ -15,6 +15,7 @@ from tokenizers_vis.codec.errors import OptionsError
 from tokenizers_vis.errors import UsageError
 from tokenizers_vis.hub import PretrainedError
 from tokenizers_vis.precision import PRECISIONS, DeviceError, resolve_precision
+from tokenizers_vis.text import printable
 
 __all__ = ["add_entropy_model", "add_runtime", "load_codec", "report"]
 
@@ -86,8 +87,10 @@ def _entropy_model(codec: Codec, entropy: str) -> EntropyModel:
 
 
 def report(prog: str, summary: Summary) -> int:
-    """Failures on stderr (one line each), the summary line on stdout; the exit status."""
+    """Failures on stderr (one line each, file names escaped: they come from folders and
+    containers), the summary line on stdout; the exit status."""
     for failure in summary.failures:
-        print(f"{prog}: failed: {failure.path}: {failure.reason}", file=sys.stderr)
+        line = f"{printable(failure.path)}: {printable(failure.reason, backslash=False)}"
+        print(f"{prog}: failed: {line}", file=sys.stderr)
     print(summary.line())
     return 0 if summary.ok else 1

@@ -13,8 +13,10 @@ Two inputs that would map to one output (`a.jpg` and `a.png`) keep their full na
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import stat
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,7 +26,15 @@ from PIL import Image
 
 from tokenizers_vis.errors import UsageError
 
-__all__ = ["Job", "expand", "image_extensions", "image_failure_reason", "plan", "safe_name"]
+__all__ = [
+    "Job",
+    "expand",
+    "image_extensions",
+    "image_failure_reason",
+    "plan",
+    "read_regular",
+    "safe_name",
+]
 
 
 @dataclass(frozen=True)
@@ -153,6 +163,16 @@ def plan(
     order = {src: i for i, (src, _) in enumerate(files)}
     jobs.sort(key=lambda job: order[job.src])
     return jobs, failures, ignored
+
+
+def read_regular(path: Path) -> bytes:
+    """A regular file's bytes; a FIFO or a device (/dev/zero) is refused, not read forever
+    (opened non-blocking: opening a FIFO would wait for a writer)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return f.read()
 
 
 def safe_name(name: str, suffix: str, fallback: str) -> PurePosixPath:
