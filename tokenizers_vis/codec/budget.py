@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from einops import rearrange
 from torch import Tensor
 
 from tokenizers_vis.codec import format as fmt
@@ -47,6 +48,7 @@ __all__ = ["BudgetError", "Fitted", "TilePoints", "fit", "k_grid", "tile_points"
 
 # Re-writes when a range-coded file overshoots; each lowers the target by the excess.
 MAX_ATTEMPTS = 8
+DECODE_BATCH = 256
 
 
 class BudgetError(OptionsError):
@@ -130,12 +132,24 @@ def tile_points(
         entropy: the codec's entropy model, or None (bit-packed).
         condition: the entropy class the file is coded with.
     """
-    b = ids.shape[0]
-    sse = [
-        _sse(decode(ids, torch.full((b,), int(k))), target, extents).cpu() for k in grid
-    ]  # m x (b)
+    b, m = ids.shape[0], len(grid)
+    # Every (k, tile) pair in decoder batches of about `DECODE_BATCH`, k-major: fewer, fuller
+    # passes than one per k when batches of tiles are small.
+    lengths = torch.from_numpy(np.repeat(grid, b))  # (m*b)
+    tile = torch.arange(b).repeat(m)  # (m*b)
+    step = max(b, DECODE_BATCH // b * b)
+    sse = torch.cat(
+        [
+            _sse(
+                decode(ids[tile[i : i + step]], lengths[i : i + step]),
+                target[tile[i : i + step]],
+                extents[tile[i : i + step]],
+            ).cpu()
+            for i in range(0, m * b, step)
+        ]
+    )  # (m*b)
     bits = None if entropy is None else token_bits(entropy, ids.cpu().numpy(), condition)
-    return TilePoints(torch.stack(sse, 1).numpy(), bits)
+    return TilePoints(rearrange(sse, "(m b) -> b m", b=b).numpy(), bits)
 
 
 def token_bits(model: EntropyModel, ids: np.ndarray, condition: int | None = None) -> np.ndarray:

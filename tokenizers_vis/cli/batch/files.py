@@ -61,6 +61,7 @@ class Summary:
     pixels: int = 0
     tokens: int = 0
     target_missed: int = 0
+    capped: int = 0
     seconds: float = 0.0
 
     @property
@@ -83,6 +84,8 @@ class Summary:
             text += f"; {self.ignored} other files in folders ignored"
         if self.target_missed:
             text += f"; {self.target_missed} files missed the PSNR target in some tile"
+        if self.capped:
+            text += f"; {self.capped} files under their byte budget with K tokens in every tile"
         return text
 
 
@@ -161,6 +164,7 @@ def _count(summary: Summary, encoded: Encoded) -> None:
     summary.bytes_out += len(encoded.data)
     summary.tokens += encoded.header.num_tokens
     summary.target_missed += encoded.target_met is False
+    summary.capped += encoded.capped
 
 
 def encode_files(
