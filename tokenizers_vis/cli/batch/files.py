@@ -30,6 +30,7 @@ from tokenizers_vis.cli.batch.paths import (
 )
 from tokenizers_vis.codec.api import Codec, Encoded, EncodeOptions
 from tokenizers_vis.codec.container import Container, is_container
+from tokenizers_vis.codec.deblock import deblock as blend
 from tokenizers_vis.codec.format import VtokError
 from tokenizers_vis.data.transforms import MAX_PIXELS, BadImageError, load_rgb
 from tokenizers_vis.errors import UsageError
@@ -292,6 +293,7 @@ def decode_files(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = False,
+    deblock: bool = False,
 ) -> Summary:
     """Decode .vtok files (and .vtoks containers, folders, globs) to images at their original size.
 
@@ -304,6 +306,7 @@ def decode_files(
         num_steps, seed: for sampling decoders.
         overwrite: replace existing outputs.
         progress: show a progress bar on stderr.
+        deblock: blend tile borders (`codec.deblock`).
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
@@ -321,7 +324,12 @@ def decode_files(
 
     with _Run(summary, total, progress, overwrite) as run:
         items = _token_files(codec, jobs, boxes, suffix, run)
-        run.drain(codec.decode_stream(items, num_steps, seed), write)
+        if not deblock:
+            run.drain(codec.decode_stream(items, num_steps, seed), write)
+            return summary
+        tagged = (((job, tf.header), tf) for job, tf in items)
+        decoded = codec.decode_stream(tagged, num_steps, seed)
+        run.drain(((job, blend(image, h)) for (job, h), image in decoded), write)
     return summary
 
 
