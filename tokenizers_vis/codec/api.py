@@ -2,6 +2,7 @@
 
     codec = Codec.from_pretrained("emoji32")             # or a directory, device="cuda"
     data = codec.encode_image("photo.jpg", target_psnr=24)  # bytes of a .vtok file
+    data = codec.encode_image("photo.jpg", target_bytes=4000)  # at most 4000 bytes
     image = codec.decode_bytes(data)                     # PIL RGB at the photo's own size
     for tag, data in codec.encode_stream((p, load_rgb(p)) for p in paths): ...
 
@@ -84,6 +85,11 @@ class EncodeOptions:
     scale: float = 1.0
     refine_steps: int = 0
     entropy_class: int | None = None
+
+    @property
+    def budgeted(self) -> bool:
+        """True when a byte budget (`target_bytes` or `bpp`) sets the lengths."""
+        return self.target_bytes is not None or self.bpp is not None
 
     def budget_bytes(self, size: tuple[int, int]) -> int | None:
         """The byte budget for an image of `size` (width, height), or None without one."""
@@ -304,15 +310,14 @@ class Codec:
             to_tensor(rearrange(tiles, "b h w c -> (b h) w c")), "c (b h) w -> b c h w", b=b
         )
         x = x.to(self.device)  # (b 3 S S) in [-1, 1]
-        budgeted = options.budget_bytes((1, 1)) is not None
-        k = options.num_tokens if options.target_psnr is None and not budgeted else None
+        k = options.num_tokens if options.target_psnr is None and not options.budgeted else None
         with autocast(self.device, self.precision):
             if options.refine_steps:
                 tokens = refine_tokens(self.tokenizer, x, k, steps=options.refine_steps)
             else:
                 tokens = self.tokenizer.encode(x, num_tokens=k)
         ids = tokens.ids  # (b k g)
-        if budgeted:
+        if options.budgeted:
             grid = budget.k_grid(self.tokenizer.max_tokens, options.k_grid)
             extents_t = torch.from_numpy(extents)
             points = budget.tile_points(
@@ -363,7 +368,8 @@ class Codec:
             grid = budget.k_grid(self.tokenizer.max_tokens, options.k_grid)
             points = budget.TilePoints.concat([p[2] for p in parts])
             bits = sum(bitpack.bit_widths(self.tokenizer.vocab_sizes))
-            fitted = budget.fit(write, points, grid, bits, allowed)
+            what = f"a {size[0]}x{size[1]} image"
+            fitted = budget.fit(write, points, grid, bits, allowed, what)
             return Encoded(fitted.data, fmt.read_header(fitted.data)[0], capped=fitted.capped)
         met = (
             None

@@ -188,6 +188,7 @@ def fit(
     grid: np.ndarray,
     bits_per_token: int,
     budget: int,
+    what: str = "this image",
 ) -> Fitted:
     """The best file within `budget` bytes (module docstring).
 
@@ -197,6 +198,7 @@ def fit(
         grid: (m,) the k values measured; grid[0] = 1, grid[-1] = K.
         bits_per_token: the bit-packed cost of one token.
         budget: bytes.
+        what: names the image in errors.
 
     Raises:
         BudgetError: not even 1 token per tile fits.
@@ -207,7 +209,7 @@ def fit(
         return Fitted(full, np.full(tiles, max_tokens), capped=True)
     smallest = write(np.ones(tiles, dtype=np.int64))
     if len(smallest) > budget:
-        raise BudgetError(_too_small(smallest, tiles, budget))
+        raise BudgetError(_too_small(smallest, tiles, budget, what))
     cost, sse = _costs(points, grid, bits_per_token), points.sse
     best = _uniform(write, cost, sse, grid, budget)
     if tiles > 1:
@@ -264,14 +266,14 @@ def _varied(
     return None
 
 
-def _too_small(smallest: bytes, tiles: int, budget: int) -> str:
+def _too_small(smallest: bytes, tiles: int, budget: int, what: str) -> str:
     overhead = len(smallest) - _payload_bytes(smallest)
     if overhead > budget:
         return (
-            f"a budget of {budget} bytes is below the format's own overhead for this image "
+            f"a budget of {budget} bytes is below the format's own overhead for {what} "
             f"({overhead} bytes of header and checksum, before any token)"
         )
     return (
-        f"a budget of {budget} bytes is below the smallest file for this image: "
+        f"a budget of {budget} bytes is below the smallest file for {what}: "
         f"{len(smallest)} bytes (1 token in each of its {tiles} tiles)"
     )
