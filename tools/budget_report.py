@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import functools
 import io
+import itertools
 import json
 import platform
 import subprocess
@@ -189,6 +190,75 @@ def measure(codec: Codec, name: str, photo: Photo, bpps: tuple[float, ...]) -> l
     return rows
 
 
+def _cell(r: dict | None, key: str = "psnr") -> str:
+    return "-" if r is None or "bytes" not in r else f"{r[key]:.2f}"
+
+
+PER_PHOTO = (
+    "| photo | bpp budget | allocation (bytes) | one k (k) | JPEG | WebP "
+    "| alloc. SSIM | WebP SSIM |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
+)
+MEANS = (
+    "| coding | bpp budget | photos | allocation | one k | JPEG | WebP | alloc. + deblock "
+    "| seams: alloc. | alloc. + deblock | one k | JPEG |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+)
+
+
+def render(rows: list[dict]) -> str:
+    """Markdown tables of rows.json: PSNR per coding, photo and budget; the means over the
+    photos every method reaches; the seam ratios."""
+    find = {(r["photo"], r["coding"], r["bpp_budget"], r["method"]): r for r in rows}
+    photos = list(dict.fromkeys(r["photo"] for r in rows))
+    bpps = sorted({r["bpp_budget"] for r in rows})
+    out = []
+    for coding in ("bit-packed", "static"):
+        out += [f"PSNR dB, {coding} token files:", "", *PER_PHOTO]
+        for photo, bpp in itertools.product(photos, bpps):
+            a, u = (
+                find.get((photo, coding, bpp, "allocation")),
+                find.get((photo, coding, bpp, "one k")),
+            )
+            j, w = find.get((photo, "-", bpp, "jpeg")), find.get((photo, "-", bpp, "webp"))
+            alloc = (
+                "unreachable"
+                if a is None or "bytes" not in a
+                else f"{a['psnr']:.2f} ({a['bytes']})"
+            )
+            one = "-" if u is None else f"{u['psnr']:.2f} ({u['mean_k']:.0f})"
+            out.append(
+                f"| {photo} | {bpp} | {alloc} | {one} | {_cell(j)} | {_cell(w)} "
+                f"| {_cell(a, 'ssim')} | {_cell(w, 'ssim')} |"
+            )
+        out.append("")
+    out += ["Means over the photos that all four methods reach at that budget:", "", *MEANS]
+    for coding, bpp in itertools.product(("bit-packed", "static"), bpps):
+        methods = ((coding, "allocation"), (coding, "one k"), ("-", "jpeg"), ("-", "webp"))
+        got = [
+            p for p in photos if all("bytes" in find.get((p, c, bpp, m), {}) for c, m in methods)
+        ]
+        if not got:
+            continue
+
+        def mean(c: str, m: str, key: str, got=got, bpp=bpp) -> str:
+            return f"{np.mean([find[(p, c, bpp, m)][key] for p in got]):.2f}"
+
+        cells = [
+            mean(coding, "allocation", "psnr"),
+            mean(coding, "one k", "psnr"),
+            mean("-", "jpeg", "psnr"),
+            mean("-", "webp", "psnr"),
+            mean(coding, "allocation", "psnr_deblock"),
+            mean(coding, "allocation", "seams"),
+            mean(coding, "allocation", "seams_deblock"),
+            mean(coding, "one k", "seams"),
+            mean("-", "jpeg", "seams"),
+        ]
+        out.append(f"| {coding} | {bpp} | {len(got)} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def machine() -> dict:
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next(
@@ -206,7 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", default=",".join(PHOTO_SPLITS["test"]))
     parser.add_argument("--out", default="reports/budget")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--render", action="store_true", help="only the tables of OUT/rows.json")
     args = parser.parse_args(argv)
+    if args.render:
+        saved = json.loads((Path(args.out) / "rows.json").read_text())
+        print(render(saved["rows"]), end="")
+        return 0
     torch.set_num_threads(args.threads)
     codec = Codec.from_pretrained(args.model, device="cpu", entropy="static")
     grid = budget.k_grid(codec.tokenizer.max_tokens)
