@@ -84,7 +84,7 @@ def build_parser() -> ArgumentParser:
         type=positive,
         metavar="N",
         help="files of at most N bytes: k per tile from a rate-distortion allocation (MSE); "
-        "a budget above K tokens everywhere gives K everywhere",
+        "above what K tokens in every tile cost, each tile gets its least-error k",
     )
     length.add_argument(
         "--bpp",

@@ -102,7 +102,7 @@ class EncodeOptions:
 class Encoded:
     """One encoded image: the file's bytes, its header, whether every tile met the target
     PSNR (None without one), and `capped` when a byte budget exceeded what K tokens in every
-    tile cost (every tile then has K)."""
+    tile cost (every tile then has the k of its least error, `codec.budget`)."""
 
     data: bytes
     header: fmt.Header

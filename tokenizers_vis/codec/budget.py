@@ -20,9 +20,11 @@
    written again, so the bytes returned are never more than the budget.
 
 Budgets out of reach: below the smallest file (1 token in every tile) is an OptionsError naming
-both sizes, and the header alone is said so; above what K tokens in every tile cost, every tile
-gets K (the file is then smaller than the budget, and `Fitted.capped` says so): a budget is a
-ceiling, and more tokens than K do not exist.
+both sizes, and the header alone is said so. A budget above what K tokens in every tile cost is
+no error (a budget is a ceiling, and more tokens than K do not exist): every tile then gets the
+k of its least measured error, K or, where later tokens made a tile worse (they do: photo32's
+photos lose up to ~0.1 dB past k = 32), less; the file is smaller than the budget and
+`Fitted.capped` says so.
 
 Distortion is MSE because the budget is then spent on what PSNR measures, and because the
 grid's prefix decodes are all it needs; a perceptual distance (LPIPS) would cost one VGG pass
@@ -31,6 +33,7 @@ per tile and k, several times the decoder itself on a CPU.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -79,7 +82,8 @@ class TilePoints:
 
 @dataclass(frozen=True)
 class Fitted:
-    """A file that fits: its bytes, lengths, and `capped` when every tile got K under budget."""
+    """A file that fits: its bytes, lengths, and `capped` when the budget exceeded what K
+    tokens in every tile cost (every tile then has its least-error k)."""
 
     data: bytes
     lengths: np.ndarray
@@ -205,18 +209,21 @@ def fit(
     """
     tiles, max_tokens = points.sse.shape[0], int(grid[-1])
     full = write(np.full(tiles, max_tokens))
-    if len(full) <= budget:
-        return Fitted(full, np.full(tiles, max_tokens), capped=True)
-    smallest = write(np.ones(tiles, dtype=np.int64))
-    if len(smallest) > budget:
-        raise BudgetError(_too_small(smallest, tiles, budget, what))
+    capped = len(full) <= budget
+    if not capped:
+        smallest = write(np.ones(tiles, dtype=np.int64))
+        if len(smallest) > budget:
+            raise BudgetError(_too_small(smallest, tiles, budget, what))
     cost, sse = _costs(points, grid, bits_per_token), points.sse
-    best = _uniform(write, cost, sse, grid, budget)
+    if capped:
+        best = Fitted(full, np.full(tiles, max_tokens))
+    else:
+        best = _uniform(write, cost, sse, grid, budget)
     if tiles > 1:
         varied = _varied(write, cost, sse, grid, budget)
         if varied is not None and _total(varied, grid, sse) < _total(best, grid, sse):
             best = varied
-    return best
+    return dataclasses.replace(best, capped=capped)
 
 
 def _total(fitted: Fitted, grid: np.ndarray, sse: np.ndarray) -> float:

@@ -86,7 +86,7 @@ class Summary:
         if self.target_missed:
             text += f"; {self.target_missed} files missed the PSNR target in some tile"
         if self.capped:
-            text += f"; {self.capped} files under their byte budget with K tokens in every tile"
+            text += f"; {self.capped} files needed less than their byte budget (K tokens fit)"
         return text
 
 
