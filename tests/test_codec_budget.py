@@ -14,8 +14,9 @@ from PIL import Image
 from tokenizers_vis.cli.main import main as vistok
 from tokenizers_vis.codec import Codec, EncodeOptions, read_header
 from tokenizers_vis.codec.allocate import allocate, lower_hull
-from tokenizers_vis.codec.budget import BudgetError, k_grid
+from tokenizers_vis.codec.budget import BudgetError, k_grid, token_bits
 from tokenizers_vis.codec.errors import OptionsError
+from tokenizers_vis.codec.static_table import StaticTable
 
 
 @pytest.fixture(autouse=True)
@@ -61,6 +62,17 @@ def test_allocation_stays_within_budget_and_is_near_the_exhaustive_optimum():
 def test_allocation_refuses_a_budget_below_the_cheapest_points():
     with pytest.raises(ValueError, match="below"):
         allocate(np.array([[4.0, 8.0]]), np.array([[2.0, 1.0]]), 3.0)
+
+
+def test_token_bits_of_a_static_table_sum_to_its_ideal_cost():
+    rng = np.random.default_rng(0)
+    counts = [rng.integers(0, 50, size=(8, 16)), rng.integers(0, 50, size=(8, 4))]
+    table = StaticTable(counts)
+    ids = np.stack([rng.integers(0, 16, (5, 8)), rng.integers(0, 4, (5, 8))], axis=-1)
+    bits = token_bits(table, ids)  # (5 8)
+    assert bits.shape == (5, 8) and (bits > 0).all()
+    assert np.isclose(bits.sum(), table.bits(ids))
+    assert np.isclose(bits[:, :3].sum(), table.bits(ids[:, :3]))  # a prefix costs its own tokens
 
 
 def test_k_grid_default_and_bounds():
