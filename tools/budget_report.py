@@ -206,6 +206,13 @@ MEANS = (
 )
 
 
+TOKENS = (
+    "| coding | bpp budget | photos | alloc. bpp | alloc. PSNR | one k bpp | one k PSNR | gain "
+    "| alloc. + deblock | one k + deblock | seams alloc. | + deblock |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+)
+
+
 def render(rows: list[dict]) -> str:
     """Markdown tables of rows.json: PSNR per coding, photo and budget; the means over the
     photos every method reaches; the seam ratios."""
@@ -256,6 +263,25 @@ def render(rows: list[dict]) -> str:
             mean("-", "jpeg", "seams"),
         ]
         out.append(f"| {coding} | {bpp} | {len(got)} | " + " | ".join(cells) + " |")
+    out += ["", "Tokens only, means over every photo (all reach every budget):", "", *TOKENS]
+    for coding, bpp in itertools.product(("bit-packed", "static"), bpps):
+        pairs = [
+            (find[(p, coding, bpp, "allocation")], find[(p, coding, bpp, "one k")])
+            for p in photos
+            if "bytes" in find.get((p, coding, bpp, "allocation"), {})
+            and (p, coding, bpp, "one k") in find
+        ]
+        if not pairs:
+            continue
+        a = {k: np.mean([x[k] for x, _ in pairs]) for k in ("psnr", "psnr_deblock", "bpp")}
+        u = {k: np.mean([y[k] for _, y in pairs]) for k in ("psnr", "psnr_deblock", "bpp")}
+        s = {k: np.mean([x[k] for x, _ in pairs]) for k in ("seams", "seams_deblock")}
+        out.append(
+            f"| {coding} | {bpp} | {len(pairs)} | {a['bpp']:.3f} | {a['psnr']:.2f} "
+            f"| {u['bpp']:.3f} | {u['psnr']:.2f} | {a['psnr'] - u['psnr']:+.2f} "
+            f"| {a['psnr_deblock']:.2f} | {u['psnr_deblock']:.2f} "
+            f"| {s['seams']:.2f} | {s['seams_deblock']:.2f} |"
+        )
     return "\n".join(out) + "\n"
 
 
