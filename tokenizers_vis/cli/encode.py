@@ -10,7 +10,9 @@
     vistok encode photo.jpg --entropy-model GPT_DIR  # range coded with a GPT's probabilities
 
 Exit status: 0 all encoded, 1 some inputs failed (each listed with its reason), 2 usage error,
-130 / 143 interrupted by SIGINT / SIGTERM (finished outputs kept, no partial file).
+130 / 143 interrupted by SIGINT / SIGTERM (finished outputs kept, no partial file). A byte budget
+that an image cannot meet (under one token per tile) is a usage error: the run stops there with
+one line naming the image's size and the smallest file it allows; outputs already finished stay.
 """
 
 from __future__ import annotations
