@@ -5,6 +5,7 @@
     vistok decode tokens/ -o images/ --format jpeg --quality 90
     vistok decode set.vtoks -o set/                  # every record, named as encoded
     vistok decode photo.vtok --entropy-model GPT_DIR # a file range coded with that GPT
+    vistok decode photo.vtok --deblock               # tile borders blended (no seams)
 
 Without --model the file's header names the tokenizer, and a shipped model with that identity
 is used. Files range coded with the tokenizer's static table find it beside the tokenizer;
@@ -48,6 +49,11 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--num-steps", type=positive, help="sampling steps (sampling decoders)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (sampling decoders)")
+    parser.add_argument(
+        "--deblock",
+        action="store_true",
+        help="blend the tile borders (seams: see tokenizers_vis/codec/deblock.py)",
+    )
     add_entropy_model(
         parser,
         "the entropy model the files were coded with (a GPT directory or shipped name, "
@@ -118,6 +124,7 @@ def decode(argv: list[str] | None) -> int:
         seed=args.seed,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        deblock=args.deblock,
     )
     return report(PROG, summary)
 

@@ -3,12 +3,16 @@
     vistok encode photo.jpg                          # photo.vtok beside it, shipped model
     vistok encode photo.jpg -o small.vtok --tokens 16
     vistok encode photos/ -o tokens/ --target-psnr 24 # tree mirrored, k chosen per tile
+    vistok encode photo.jpg --target-bytes 4000      # at most 4000 bytes, k where it buys most
+    vistok encode photo.jpg --bpp 0.1 --entropy static  # at most 0.1 bits per pixel
     vistok encode 'shots/**/*.png' -o set.vtoks      # one container for a data set
     vistok encode photo.jpg --entropy static         # range coded with the model's static table
     vistok encode photo.jpg --entropy-model GPT_DIR  # range coded with a GPT's probabilities
 
 Exit status: 0 all encoded, 1 some inputs failed (each listed with its reason), 2 usage error,
-130 / 143 interrupted by SIGINT / SIGTERM (finished outputs kept, no partial file).
+130 / 143 interrupted by SIGINT / SIGTERM (finished outputs kept, no partial file). A byte budget
+that an image cannot meet (under one token per tile) is a usage error: the run stops there with
+one line naming the image's size and the smallest file it allows; outputs already finished stay.
 """
 
 from __future__ import annotations
@@ -43,6 +47,21 @@ def class_index(text: str | None, names: tuple[str, ...]) -> int | None:
     )
 
 
+def k_values(text: str) -> tuple[int, ...] | str:
+    """--k-grid: "all" or comma-separated positive integers."""
+    if text == "all":
+        return text
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not 'all' or integers separated by commas: {text!r}"
+        ) from None
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"k values must be >= 1, got {text}")
+    return values
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog=PROG,
@@ -61,6 +80,26 @@ def build_parser() -> ArgumentParser:
         type=number(float, 0.0),
         metavar="DB",
         help="smallest k per tile meeting it",
+    )
+    length.add_argument(
+        "--target-bytes",
+        type=positive,
+        metavar="N",
+        help="files of at most N bytes: k per tile from a rate-distortion allocation (MSE); "
+        "above what K tokens in every tile cost, each tile gets its least-error k",
+    )
+    length.add_argument(
+        "--bpp",
+        type=number(float, 0.0),
+        metavar="X",
+        help="as --target-bytes with floor(X * width * height / 8) bytes for each image",
+    )
+    parser.add_argument(
+        "--k-grid",
+        type=k_values,
+        metavar="all|K1,K2,..",
+        help="with a budget: the k measured per tile (1 and K always; default 1,2,3,4,6,8,12,"
+        "... : one decoder pass each); all: every k",
     )
     parser.add_argument("--refine-steps", type=number(int, 0), default=0, help="refinement steps")
     parser.add_argument(
@@ -106,9 +145,19 @@ def encode(argv: list[str] | None) -> int:
     if args.entropy_class is not None and codec.entropy is None:
         raise UsageError("--entropy-class needs --entropy-model")
     names = codec.entropy.class_names if codec.entropy else ()
+    if args.k_grid is not None and args.target_bytes is None and args.bpp is None:
+        raise UsageError("--k-grid needs --target-bytes or --bpp")
+    if args.bpp == 0:
+        raise UsageError("--bpp must be > 0")
+    grid = args.k_grid
+    if grid == "all":
+        grid = tuple(range(1, codec.tokenizer.max_tokens + 1))
     options = EncodeOptions(
         num_tokens=args.tokens,
         target_psnr=args.target_psnr,
+        target_bytes=args.target_bytes,
+        bpp=args.bpp,
+        k_grid=grid,
         layout=args.layout,
         scale=args.scale,
         refine_steps=args.refine_steps,
@@ -117,7 +166,9 @@ def encode(argv: list[str] | None) -> int:
     try:
         codec.check_options(options)
     except OptionsError as err:
-        raise UsageError(str(err).replace("num_tokens", "--tokens")) from None
+        raise UsageError(
+            str(err).replace("num_tokens", "--tokens").replace("k grid", "--k-grid")
+        ) from None
     summary = encode_files(
         codec,
         args.inputs,

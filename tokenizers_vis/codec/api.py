@@ -2,6 +2,7 @@
 
     codec = Codec.from_pretrained("emoji32")             # or a directory, device="cuda"
     data = codec.encode_image("photo.jpg", target_psnr=24)  # bytes of a .vtok file
+    data = codec.encode_image("photo.jpg", target_bytes=4000)  # at most 4000 bytes
     image = codec.decode_bytes(data)                     # PIL RGB at the photo's own size
     for tag, data in codec.encode_stream((p, load_rgb(p)) for p in paths): ...
 
@@ -31,7 +32,7 @@ from einops import rearrange
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from tokenizers_vis.codec import entropy_coding, static_table
+from tokenizers_vis.codec import bitpack, budget, entropy_coding, static_table
 from tokenizers_vis.codec import format as fmt
 from tokenizers_vis.codec.batching import Job, batched
 from tokenizers_vis.codec.entropy import (
@@ -61,8 +62,13 @@ class EncodeOptions:
     """How to encode.
 
     Attributes:
-        num_tokens: k per tile (default K); exclusive with `target_psnr`.
+        num_tokens: k per tile (default K); exclusive with the targets below.
         target_psnr: per tile, the smallest k meeting this PSNR in dB (see `codec.search`).
+        target_bytes: a file of at most this many bytes, k per tile allocated where it buys
+            most PSNR (see `codec.budget`).
+        bpp: the same budget in bits per pixel of the image: floor(bpp * w * h / 8) bytes.
+        k_grid: with a budget, the k values measured per tile (1 and K always added);
+            None: 1, 2, 3, 4, 6, 8, 12, ... (powers of two and halfway points).
         layout: "tile" or "resize" (see `codec.layout`).
         scale: tile layout: resample the image by this factor first.
         refine_steps: encoder-side refinement steps (`refine_tokens`); 0 = one encoder pass.
@@ -72,20 +78,36 @@ class EncodeOptions:
 
     num_tokens: int | None = None
     target_psnr: float | None = None
+    target_bytes: int | None = None
+    bpp: float | None = None
+    k_grid: tuple[int, ...] | None = None
     layout: LayoutName = "tile"
     scale: float = 1.0
     refine_steps: int = 0
     entropy_class: int | None = None
 
+    @property
+    def budgeted(self) -> bool:
+        """True when a byte budget (`target_bytes` or `bpp`) sets the lengths."""
+        return self.target_bytes is not None or self.bpp is not None
+
+    def budget_bytes(self, size: tuple[int, int]) -> int | None:
+        """The byte budget for an image of `size` (width, height), or None without one."""
+        if self.bpp is not None:
+            return int(self.bpp * size[0] * size[1] / 8)
+        return self.target_bytes
+
 
 @dataclass(frozen=True)
 class Encoded:
-    """One encoded image: the file's bytes, its header, and whether every tile met the target
-    (None without a target)."""
+    """One encoded image: the file's bytes, its header, whether every tile met the target
+    PSNR (None without one), and `capped` when a byte budget exceeded what K tokens in every
+    tile cost (every tile then has the k of its least error, `codec.budget`)."""
 
     data: bytes
     header: fmt.Header
     target_met: bool | None = None
+    capped: bool = False
 
 
 def _as_rgb(image: Image.Image | str | os.PathLike | bytes) -> Image.Image:
@@ -209,8 +231,17 @@ class Codec:
     def check_options(self, options: EncodeOptions) -> None:
         """Raise OptionsError for options this tokenizer cannot honour."""
         k, max_tokens = options.num_tokens, self.tokenizer.max_tokens
-        if k is not None and options.target_psnr is not None:
-            raise OptionsError("give num_tokens or target_psnr, not both")
+        lengths = ("num_tokens", "target_psnr", "target_bytes", "bpp")
+        given = [n for n in lengths if getattr(options, n) is not None]
+        if len(given) > 1:
+            raise OptionsError(
+                f"give {' or '.join(given)}, not {'both' if len(given) == 2 else 'all'}"
+            )
+        if options.target_bytes is not None and options.target_bytes < 1:
+            raise OptionsError(f"target bytes must be >= 1, got {options.target_bytes}")
+        if options.bpp is not None and not options.bpp > 0:
+            raise OptionsError(f"bits per pixel must be > 0, got {options.bpp}")
+        budget.k_grid(max_tokens, options.k_grid)
         if k is not None and not 1 <= k <= max_tokens:
             raise OptionsError(f"tokens must be in 1..{max_tokens} for this model, got {k}")
         if options.refine_steps < 0:
@@ -275,20 +306,34 @@ class Codec:
 
     def _encode_tiles(
         self, tiles: np.ndarray, extents: np.ndarray, options: EncodeOptions
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(b S S 3) uint8 -> ids (b n g), lengths (b,), target met (b,)."""
+    ) -> tuple[np.ndarray, np.ndarray, Any]:
+        """(b S S 3) uint8 -> ids (b n g), lengths (b,), and per tile: target met (b,), or
+        with a byte budget the `budget.TilePoints` the allocation needs."""
         b = tiles.shape[0]
         x = rearrange(
             to_tensor(rearrange(tiles, "b h w c -> (b h) w c")), "c (b h) w -> b c h w", b=b
         )
         x = x.to(self.device)  # (b 3 S S) in [-1, 1]
-        k = options.num_tokens if options.target_psnr is None else None
+        k = options.num_tokens if options.target_psnr is None and not options.budgeted else None
         with autocast(self.device, self.precision):
             if options.refine_steps:
                 tokens = refine_tokens(self.tokenizer, x, k, steps=options.refine_steps)
             else:
                 tokens = self.tokenizer.encode(x, num_tokens=k)
         ids = tokens.ids  # (b k g)
+        if options.budgeted:
+            grid = budget.k_grid(self.tokenizer.max_tokens, options.k_grid)
+            extents_t = torch.from_numpy(extents)
+            points = budget.tile_points(
+                self._decode_u8,
+                ids,
+                to_uint8(x),
+                extents_t,
+                grid,
+                self.entropy,
+                options.entropy_class,
+            )
+            return ids.cpu().numpy(), np.full(b, ids.shape[1]), points
         if options.target_psnr is None:
             lengths = torch.full((b,), ids.shape[1], dtype=torch.int64)
             met = torch.ones(b, dtype=torch.bool)
@@ -307,25 +352,37 @@ class Codec:
             [np.pad(p[0], ((0, 0), (0, width - p[0].shape[1]), (0, 0))) for p in parts]
         )
         lengths = np.concatenate([p[1] for p in parts])
-        header = fmt.Header(
-            tokenizer_id=self.identity,
-            size=size,
-            tile_size=self.tokenizer.image_size,
-            max_tokens=self.tokenizer.max_tokens,
-            vocab_sizes=self.tokenizer.vocab_sizes,
-            lengths=tuple(int(k) for k in lengths),
-            coded_size=canvas,
-        )
+
+        def write(lengths: np.ndarray) -> bytes:
+            header = fmt.Header(
+                tokenizer_id=self.identity,
+                size=size,
+                tile_size=self.tokenizer.image_size,
+                max_tokens=self.tokenizer.max_tokens,
+                vocab_sizes=self.tokenizer.vocab_sizes,
+                lengths=tuple(int(k) for k in lengths),
+                coded_size=canvas,
+            )
+            if self.entropy is None:
+                return fmt.dumps(header, ids)
+            return entropy_coding.dumps(
+                header, ids, self.entropy, condition=options.entropy_class, limits=self.limits
+            )
+
+        allowed = options.budget_bytes(size)
+        if allowed is not None:
+            grid = budget.k_grid(self.tokenizer.max_tokens, options.k_grid)
+            points = budget.TilePoints.concat([p[2] for p in parts])
+            bits = sum(bitpack.bit_widths(self.tokenizer.vocab_sizes))
+            what = f"a {size[0]}x{size[1]} image"
+            fitted = budget.fit(write, points, grid, bits, allowed, what)
+            return Encoded(fitted.data, fmt.read_header(fitted.data)[0], capped=fitted.capped)
         met = (
             None
             if options.target_psnr is None
             else bool(np.concatenate([p[2] for p in parts]).all())
         )
-        if self.entropy is None:
-            return Encoded(fmt.dumps(header, ids), header, met)
-        data = entropy_coding.dumps(
-            header, ids, self.entropy, condition=options.entropy_class, limits=self.limits
-        )
+        data = write(lengths)
         return Encoded(data, fmt.read_header(data)[0], met)
 
     # Decoding ---------------------------------------------------------------------------

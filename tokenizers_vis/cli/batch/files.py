@@ -33,6 +33,7 @@ from tokenizers_vis.cli.batch.paths import (
 )
 from tokenizers_vis.codec.api import Codec, Encoded, EncodeOptions
 from tokenizers_vis.codec.container import Container, RecordError, RecordNameError, is_container
+from tokenizers_vis.codec.deblock import deblock as blend
 from tokenizers_vis.codec.format import CODING_BITPACK, VtokError, read_header
 from tokenizers_vis.codec.record_names import describe, name_problem
 from tokenizers_vis.data.transforms import MAX_PIXELS, BadImageError, load_rgb
@@ -66,6 +67,7 @@ class Summary:
     pixels: int = 0
     tokens: int = 0
     target_missed: int = 0
+    capped: int = 0
     seconds: float = 0.0
 
     @property
@@ -88,6 +90,8 @@ class Summary:
             text += f"; {self.ignored} other files in folders ignored"
         if self.target_missed:
             text += f"; {self.target_missed} files missed the PSNR target in some tile"
+        if self.capped:
+            text += f"; {self.capped} files needed less than their byte budget (K tokens fit)"
         return text
 
 
@@ -188,6 +192,7 @@ def _count(summary: Summary, encoded: Encoded) -> None:
     summary.bytes_out += len(encoded.data)
     summary.tokens += encoded.header.num_tokens
     summary.target_missed += encoded.target_met is False
+    summary.capped += encoded.capped
 
 
 def encode_files(
@@ -368,6 +373,7 @@ def decode_files(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = False,
+    deblock: bool = False,
 ) -> Summary:
     """Decode .vtok files (and .vtoks containers, folders, globs) to images at their original size.
 
@@ -380,6 +386,7 @@ def decode_files(
         num_steps, seed: for sampling decoders.
         overwrite: replace existing outputs.
         progress: show a progress bar on stderr.
+        deblock: blend tile borders (`codec.deblock`).
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
@@ -397,7 +404,12 @@ def decode_files(
 
     with _Run(summary, total, progress, overwrite) as run:
         items = _token_files(codec, jobs, boxes, suffix, run)
-        run.drain(codec.decode_stream(items, num_steps, seed, progress=run.tiles_done), write)
+        if not deblock:
+            run.drain(codec.decode_stream(items, num_steps, seed, progress=run.tiles_done), write)
+            return summary
+        tagged = (((job, tf.header), tf) for job, tf in items)
+        decoded = codec.decode_stream(tagged, num_steps, seed, progress=run.tiles_done)
+        run.drain(((job, blend(image, h)) for (job, h), image in decoded), write)
     return summary
 
 
