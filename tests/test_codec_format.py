@@ -160,3 +160,13 @@ def test_the_one_varint_reader_round_trips_and_names_its_failures():
     assert EntropyParams.parse(params.to_bytes()) == params
     with pytest.raises(CorruptedError, match="params end inside a varint"):
         EntropyParams.parse(params.to_bytes()[:-2])  # within a file, so not a truncation
+
+
+def test_ids_past_the_vocabulary_in_their_bit_field_are_corruption():
+    # 125 needs 7 bits, which also hold 125..127: ids only damage can make (CRC recomputed).
+    from tokenizers_vis.codec.format import dumps_payload
+
+    header = Header(ID, (16, 16), 16, 8, (125,), (8,))
+    data = dumps_payload(header, b"\xff" * header.payload_bytes)
+    with pytest.raises(CorruptedError, match="out of range"):
+        loads(data)

@@ -527,4 +527,10 @@ def loads(
 def unpack_ids(header: Header, payload: bytes | memoryview) -> np.ndarray:
     """A coding-0 payload -> ids (T, n, g) int64, zero past each tile's k."""
     rows = bitpack.unpack(payload, header.num_tokens, bitpack.bit_widths(header.vocab_sizes))
+    # A b-bit field holds up to 2^b - 1, more than a vocabulary that is not a power of two:
+    # such an id can only come from damage (the CRC was recomputed or collided).
+    if rows.size and bool((rows >= np.asarray(header.vocab_sizes)).any()):
+        raise CorruptedError(
+            f"corrupted: token ids out of range for vocab sizes {header.vocab_sizes}"
+        )
     return scatter_ids(header, rows)  # (T n g)

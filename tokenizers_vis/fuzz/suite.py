@@ -24,8 +24,17 @@ from tokenizers_vis import create_tokenizer
 from tokenizers_vis.codec import Codec, EncodeOptions, load_entropy_model, static_table
 from tokenizers_vis.codec.static_table import StaticTable
 from tokenizers_vis.fuzz.targets import Target, container_target, json_file_target, vtok_target
+from tokenizers_vis.limits import DEFAULT_LIMITS
 
-__all__ = ["build_targets"]
+__all__ = ["FUZZ_LIMITS", "build_targets"]
+
+# What an input may cost is bounded by the limits in force (`tokenizers_vis.limits`); the defaults
+# allow a 179 M-pixel image (0.5 GB) and 4 GiB working tensors, more than one case's budget. The
+# campaign runs the codecs under limits scaled to that budget, so "within budget" checks that the
+# limits really bound the cost (a file refused only after allocating would still fail the cap).
+FUZZ_LIMITS = DEFAULT_LIMITS.replace(
+    max_pixels=16_000_000, warn_pixels=16_000_000, max_work_bytes=64 << 20
+)
 
 
 def _images() -> list[Image.Image]:
@@ -69,7 +78,7 @@ def build_targets(
     work = Path(work)
     torch.manual_seed(0)
     tiny_dir = create_tokenizer("tiny_cpu_fsq").save_pretrained(work / "tiny")
-    codec = Codec.from_pretrained(tiny_dir, device="cpu", batch_size=16)
+    codec = Codec.from_pretrained(tiny_dir, device="cpu", batch_size=16, limits=FUZZ_LIMITS)
     table = _static(codec)
     table.save(tiny_dir)
     images = _images()
@@ -100,10 +109,10 @@ def build_targets(
         )
     )
     if shipped:
-        real = Codec.from_pretrained("emoji32", device="cpu", batch_size=16)
+        real = Codec.from_pretrained("emoji32", device="cpu", batch_size=16, limits=FUZZ_LIMITS)
         targets.append(vtok_target("vtok/emoji32/bitpack", real, _encode(real, images[:2])))
         real_static = Codec.from_pretrained(
-            "emoji32", entropy="static", device="cpu", batch_size=16
+            "emoji32", entropy="static", device="cpu", batch_size=16, limits=FUZZ_LIMITS
         )
         targets.append(
             vtok_target("vtok/emoji32/static", real_static, _encode(real_static, images[:2]))
@@ -113,8 +122,10 @@ def build_targets(
 
 def codec_for(tiny_dir: Path, entropy: Any) -> Codec:
     """A codec of the tiny tokenizer coding with `entropy` ("static" or a directory)."""
-    return Codec.from_pretrained(tiny_dir, entropy=entropy, device="cpu", batch_size=16)
+    return Codec.from_pretrained(
+        tiny_dir, entropy=entropy, device="cpu", batch_size=16, limits=FUZZ_LIMITS
+    )
 
 
 def _load_codec(directory: Path) -> Codec:
-    return Codec.from_pretrained(directory, device="cpu")
+    return Codec.from_pretrained(directory, device="cpu", limits=FUZZ_LIMITS)
