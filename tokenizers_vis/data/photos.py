@@ -280,7 +280,8 @@ class PhotoCropDataset(torch.utils.data.Dataset):
         if not self._pool:
             raise MissingDataError(
                 f"no photos for split {split!r}: install scikit-image and mate-backgrounds "
-                "(and lomiri-wallpapers-16.04, plasma-workspace-wallpapers for more)"
+                "(and lomiri-wallpapers-16.04, lomiri-wallpapers-20.04, "
+                "plasma-workspace-wallpapers, enlightenment-data for more: tools/setup.sh)"
             )
         self.split, self.size, self.scale, self.seed = split, size, scale, seed
         self.zoom = None if zoom is None else (float(zoom[0]), float(zoom[1]))
