@@ -91,3 +91,19 @@ def test_specs_that_cannot_carry_over_are_refused():
     ]:
         with pytest.raises(ValueError, match=match):
             upscale_tokenizer(old, bad)
+
+
+def test_the_tool_writes_a_loadable_start_and_refuses_in_one_line(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "tools" / "upscale_init.py"
+    spec = importlib.util.spec_from_file_location("upscale_init", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "start"
+    assert tool.main(["--source", "photo32", "--preset", "photo64_fsq", "--out", str(out)]) == 0
+    assert Tokenizer.from_pretrained(out).config == preset_spec("photo64_fsq")
+    bad = tmp_path / "bad"
+    assert tool.main(["--source", "photo32", "--preset", "emoji32_fsq", "--out", str(bad)]) == 2
+    assert "image_size must double" in capsys.readouterr().err and not bad.exists()
