@@ -145,6 +145,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "quantizer": {"name": "fsq", "levels": [8, 8, 8, 8]},
         "token_drop": {"name": "nested_dropout", "sampling": "uniform_or_pow2", "drop_prob": 0.8},
     },
+    # 64 px photos, up to 128 tokens x 12 bits = 192 bytes (0.375 bpp). emoji32_fsq's network
+    # with 8 px patches: the same 8x8 patch grid, so a trained emoji32/photo32 carries over
+    # (training/upscale.py). K = 128 over 256: 1.33x less CPU per step (measured; configs/
+    # tokenizer/photo64_fsq.yaml), so more steps on a CPU budget.
+    "photo64_fsq": {
+        "image_size": 64,
+        "max_tokens": 128,
+        "encoder": _vit(8, 192, 4, 4, "registers"),
+        "decoder": _vit(8, 192, 6, 4),
+        "quantizer": {"name": "fsq", "levels": [8, 8, 8, 8]},
+        "token_drop": {"name": "nested_dropout", "sampling": "uniform_or_pow2", "drop_prob": 0.8},
+    },
     # Issue 10's comparison at 96 bytes per image (k = K): plain VQ 4096 x 12, K = 64 (12 bits a
     # token); factorized VQ 2 x 64 at K = 64 (equal bits per token); factorized VQ 2 x 4096 at
     # K = 32 (24 bits a token, equal bytes per image). Same encoder, decoder and token drop.

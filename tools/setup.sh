@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(fonts-noto-color-emoji mate-backgrounds lomiri-wallpapers-16.04 plasma-workspace-wallpapers)
+# The photo data (tokenizers_vis/data/SOURCES.md). enlightenment-data is large (400 MB: each of its
+# wallpapers at 14 sizes) but holds 14 of the 62 photographs.
+APT_PACKAGES=(fonts-noto-color-emoji mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04
+  plasma-workspace-wallpapers enlightenment-data)
 # The page's browser tests (pytest -m browser) only: VISTOK_BROWSER=1 adds headless chromium.
 if [ "${VISTOK_BROWSER:-0}" = 1 ]; then APT_PACKAGES+=(chromium chromium-driver); fi
 missing=()

@@ -1,24 +1,38 @@
 """Photos: square crops of real photographs that ship offline with our dependencies.
 
-Sources (see SOURCES.md for licences):
-- scikit-image's bundled colour photographs (in the wheel, no pooch download): astronaut,
-  chelsea, coffee, rocket, hubble_deep_field. Left out: grayscale images, synthetic or
-  medical/microscopy images (ihc, retina), and the Middlebury motorcycle pair (no licence
-  statement).
+Sources (see SOURCES.md for licences; photographs only, picked by name where a package mixes
+them with artwork):
+- scikit-image's bundled photographs (in the wheel, no pooch download): colour astronaut,
+  chelsea, coffee, rocket, hubble_deep_field; grayscale camera, coins, brick, grass, gravel
+  (loaded as RGB). Left out: synthetic and medical/microscopy images, `moon` and the Middlebury
+  motorcycle pair (no licence statement).
+- matplotlib's sample photograph `grace_hopper.jpg` (a U.S. Navy photograph, public domain).
 - Debian mate-backgrounds' `nature/` wallpapers: twelve photographs (1280x1024 to 2560x1920).
   Its `abstract/` and `desktop/` folders are artwork and logos, not photos.
 - Debian lomiri-wallpapers-16.04: thirteen photographs from the Ubuntu Touch wallpaper
   contest (CC-BY-4.0, CC-BY-SA-4.0, CC0-1.0 per file). Left out: `umang` (digital artwork) and
-  `analogpattern` (an abstract texture).
+  `analogpattern` (an abstract texture). lomiri-wallpapers-20.04: one photograph, `Kleiber`
+  (its other three wallpapers are artwork).
 - Debian plasma-workspace-wallpapers: eleven photographs, picked by hand; the other KDE
   wallpapers are renders and illustrations.
+- Debian enlightenment-data: fourteen photographs stored in Edje wallpapers (`.edj`, read with
+  `tokenizers_vis.data.eet`); its vector and texture wallpapers are left out.
 
 Split by source photo, fixed by name so it never depends on which packages are installed:
-val = coffee, RainDrops, life, Path; test = chelsea, Dune, friends, EveningGlow; train = the
-rest (33 photos with every package installed, 13 with the first two only).
+val = coffee, RainDrops, life, Path, Kleiber, grace_hopper; test = chelsea, Dune, friends,
+EveningGlow; train = the rest (52 photos with every package installed). Kleiber and
+grace_hopper come from sources (package and photographer) that no training photo shares, so
+validation also measures photos from unseen sources. The test split is unchanged since
+photo32 (its model card was measured on it).
 
-A crop covers a random fraction `scale` of the photo's area (aspect 1, like RandomResizedCrop
-with ratio 1) and is resized with Lanczos (after an exact box reduction: Pillow's reducing_gap).
+A crop is a random square, resized with Lanczos (after an exact box reduction: Pillow's
+reducing_gap). Its side is drawn one of two ways:
+- `scale` (default): the crop covers a uniform random fraction of the photo's area (aspect 1,
+  like RandomResizedCrop with ratio 1), so it is always much larger than the output;
+- `zoom` (multi-scale): the side is log-uniform between zoom[0] and zoom[1] times the output
+  size (capped by the photo's shorter side), equal weight per octave, so crops range from the
+  photo's own pixels (zoom 1: what a tile of a full-resolution photo sees) to a whole-photo
+  thumbnail.
 The train split draws new crops every epoch; val/test crops are a pure function of (seed,
 index), so evaluation always sees the same set.
 """
@@ -26,6 +40,7 @@ index), so evaluation always sees the same set.
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import os
 from pathlib import Path
@@ -34,6 +49,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tokenizers_vis.data.eet import largest_jpeg
 from tokenizers_vis.data.errors import DataError, MissingDataError
 from tokenizers_vis.data.transforms import (
     WorkerGenerator,
@@ -43,18 +59,33 @@ from tokenizers_vis.data.transforms import (
     to_tensor,
 )
 
-__all__ = ["MATE_NATURE_DIR", "PHOTO_SPLITS", "PhotoCropDataset", "photo_sources"]
+__all__ = [
+    "MATE_NATURE_DIR",
+    "PHOTO_PACKAGES",
+    "PHOTO_SPLITS",
+    "PhotoCropDataset",
+    "photo_package",
+    "photo_sources",
+]
 
 MATE_NATURE_DIR = Path("/usr/share/backgrounds/mate/nature")
 LOMIRI_DIR = Path("/usr/share/backgrounds")
 PLASMA_DIR = Path("/usr/share/wallpapers")
+ENLIGHTENMENT_DIR = Path("/usr/share/enlightenment/data/backgrounds")
 SKIMAGE_PHOTOS = (
     "astronaut.png",
     "chelsea.png",
     "coffee.png",
     "rocket.jpg",
     "hubble_deep_field.jpg",
+    # Grayscale photographs (loaded as RGB): a photo codec meets black-and-white photos too.
+    "camera.png",
+    "coins.png",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
 )
+MATPLOTLIB_PHOTOS = ("mpl-data/sample_data/grace_hopper.jpg",)
 # Photographs only: both packages mix digital artwork in with them.
 LOMIRI_PHOTOS = (
     "aitzgorri_by_Aitzol_Berasategi",
@@ -70,6 +101,7 @@ LOMIRI_PHOTOS = (
     "seeding_by_Clements_Engelhardt",
     "sunset_by_Aitzol_Berasategi",
     "Wine_by_Jakkub_Mede",
+    "Kleiber_by_Lukas_Baubkus",  # lomiri-wallpapers-20.04
 )
 PLASMA_PHOTOS = (
     "BytheWater",
@@ -84,9 +116,44 @@ PLASMA_PHOTOS = (
     "Path",
     "summer_1am",
 )
+# Photographs only: the package's Dunes, Flat-Fan and Sunset-Hills are vector art, Paper-Flower
+# and Flat-Stone-Pattern flat textures, the Squiggles drawn.
+ENLIGHTENMENT_PHOTOS = (
+    "Bamboo",
+    "Foggy-Trees",
+    "God-Rays",
+    "Green-Maple",
+    "Lichen-Branches",
+    "Mountain",
+    "Peaks",
+    "Red-Maple",
+    "Sea-of-Lanterns",
+    "Snow-Trees",
+    "Spruce-Needles",
+    "Sunset-Clouds",
+    "White-Flower",
+    "Yellow-Flower",
+)
 PHOTO_SPLITS: dict[str, tuple[str, ...]] = {
-    "val": ("skimage/coffee", "mate/RainDrops", "lomiri/life", "plasma/Path"),
+    "val": (
+        "skimage/coffee",
+        "mate/RainDrops",
+        "lomiri/life",
+        "plasma/Path",
+        # From sources no training photo shares (package and photographer).
+        "lomiri/Kleiber",
+        "matplotlib/grace_hopper",
+    ),
     "test": ("skimage/chelsea", "mate/Dune", "lomiri/friends", "plasma/EveningGlow"),
+}
+# The package each photo installs with, by name prefix: what "held out by source" means.
+PHOTO_PACKAGES = {
+    "skimage": "scikit-image",
+    "matplotlib": "matplotlib",
+    "mate": "mate-backgrounds",
+    "lomiri": "lomiri-wallpapers-16.04",
+    "plasma": "plasma-workspace-wallpapers",
+    "enlightenment": "enlightenment-data",
 }
 # Longest side kept in memory: the 32 and 64 px crops never need more, and a 5312x2988
 # photo would hold 48 MB per worker.
@@ -103,25 +170,28 @@ def _largest_image(folder: Path) -> Path | None:
     return max(files, key=pixels) if files else None
 
 
+def _bundled(prefix: str, module: str, files: tuple[str, ...]) -> dict[str, Path]:
+    """{prefix/stem: path} of the `files` (relative to `module`'s folder) that exist."""
+    try:
+        root = Path(importlib.import_module(module).__file__).parent
+    except ImportError:
+        return {}
+    return {f"{prefix}/{Path(f).stem}": root / f for f in files if (root / f).is_file()}
+
+
 def photo_sources(
     mate_dir: str | os.PathLike = MATE_NATURE_DIR,
     lomiri_dir: str | os.PathLike = LOMIRI_DIR,
     plasma_dir: str | os.PathLike = PLASMA_DIR,
+    enlightenment_dir: str | os.PathLike = ENLIGHTENMENT_DIR,
 ) -> dict[str, Path]:
     """Every available source photo, as {"skimage/coffee": path, "mate/Dune": path, ...}.
 
-    Lomiri photos are named by title ("lomiri/life"), KDE ones by wallpaper ("plasma/Path").
+    Lomiri photos are named by title ("lomiri/life"), KDE and Enlightenment ones by wallpaper
+    ("plasma/Path", "enlightenment/Bamboo"). The order is fixed (new sources are appended), so
+    a split's crops stay the same when other splits gain photos.
     """
-    sources: dict[str, Path] = {}
-    try:
-        import skimage.data
-
-        skimage_dir = Path(skimage.data.__file__).parent
-        for file in SKIMAGE_PHOTOS:
-            if (skimage_dir / file).is_file():
-                sources[f"skimage/{Path(file).stem}"] = skimage_dir / file
-    except ImportError:
-        pass
+    sources = _bundled("skimage", "skimage.data", SKIMAGE_PHOTOS)
     for path in sorted(Path(mate_dir).glob("*.jpg")):
         sources[f"mate/{path.stem}"] = path
     for stem in LOMIRI_PHOTOS:
@@ -132,7 +202,19 @@ def photo_sources(
         path = _largest_image(Path(plasma_dir) / name / "contents" / "images")
         if path is not None:
             sources[f"plasma/{name}"] = path
+    for name in ENLIGHTENMENT_PHOTOS:
+        path = Path(enlightenment_dir) / f"{name}.edj"
+        if path.is_file():
+            sources[f"enlightenment/{name}"] = path
+    sources |= _bundled("matplotlib", "matplotlib", MATPLOTLIB_PHOTOS)
     return sources
+
+
+def photo_package(name: str) -> str:
+    """The package a photo installs with ("lomiri/Kleiber" -> "lomiri-wallpapers-20.04")."""
+    if name == "lomiri/Kleiber":
+        return "lomiri-wallpapers-20.04"
+    return PHOTO_PACKAGES[name.split("/", 1)[0]]
 
 
 def _split_of(name: str) -> str:
@@ -142,7 +224,8 @@ def _split_of(name: str) -> str:
 @functools.lru_cache(maxsize=64)
 def _photo(path: Path) -> Image.Image:
     # Decoding a 2560x1600 JPEG takes ~50 ms, so each worker keeps its photos (<= 20 MB each).
-    photo = load_rgb(path)
+    # An Enlightenment wallpaper holds the photo at many sizes: take the largest within the cap.
+    photo = load_rgb(largest_jpeg(path, MAX_SIDE) if path.suffix == ".edj" else path)
     if max(photo.size) > MAX_SIDE:
         factor = MAX_SIDE / max(photo.size)
         size = (round(photo.width * factor), round(photo.height * factor))
@@ -158,6 +241,9 @@ class PhotoCropDataset(torch.utils.data.Dataset):
         size: output side in pixels.
         scale: range of the crop's area as a fraction of the photo's area; crops never
             exceed the photo's shorter side.
+        zoom: multi-scale crops instead: the crop's side is log-uniform in
+            [zoom[0] * size, zoom[1] * size], capped by the photo's shorter side (zoom 1 = the
+            photo's own pixels). Overrides `scale`.
         crops_per_epoch: dataset length; defaults to 1000 for train, 100 for val/test.
         seed: seeds eval crops (per index) and the train generator.
         deterministic: crops fixed per (seed, index); default True except for train.
@@ -178,11 +264,14 @@ class PhotoCropDataset(torch.utils.data.Dataset):
         deterministic: bool | None = None,
         augment: bool = False,
         mate_dir: str | os.PathLike = MATE_NATURE_DIR,
+        zoom: tuple[float, float] | None = None,
     ):
         if split not in ("train", "val", "test", "all"):
             raise DataError(f"unknown split {split!r}; known: train, val, test, all")
         if not 0 < scale[0] <= scale[1] <= 1:
             raise DataError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale}")
+        if zoom is not None and not 0 < zoom[0] <= zoom[1]:
+            raise DataError(f"zoom must satisfy 0 < lo <= hi, got {zoom}")
         sources = photo_sources(mate_dir)
         # Labels index *all* photos, so a label means the same photo in every split.
         self.class_names = list(sources)
@@ -191,9 +280,11 @@ class PhotoCropDataset(torch.utils.data.Dataset):
         if not self._pool:
             raise MissingDataError(
                 f"no photos for split {split!r}: install scikit-image and mate-backgrounds "
-                "(and lomiri-wallpapers-16.04, plasma-workspace-wallpapers for more)"
+                "(and lomiri-wallpapers-16.04, lomiri-wallpapers-20.04, "
+                "plasma-workspace-wallpapers, enlightenment-data for more: tools/setup.sh)"
             )
         self.split, self.size, self.scale, self.seed = split, size, scale, seed
+        self.zoom = None if zoom is None else (float(zoom[0]), float(zoom[1]))
         self.length = crops_per_epoch or (1000 if split == "train" else 100)
         self.deterministic = split != "train" if deterministic is None else deterministic
         self.augment = augment
@@ -212,9 +303,7 @@ class PhotoCropDataset(torch.utils.data.Dataset):
         label = self._pool[int(torch.randint(len(self._pool), (), generator=gen))]
         photo = _photo(self.paths[label])
         w, h = photo.size
-        lo, hi = self.scale
-        area = (lo + (hi - lo) * torch.rand((), generator=gen).item()) * w * h
-        side = max(1, min(w, h, round(math.sqrt(area))))
+        side = max(1, min(w, h, self._side(w, h, torch.rand((), generator=gen).item())))
         left = int(torch.randint(w - side + 1, (), generator=gen))
         top = int(torch.randint(h - side + 1, (), generator=gen))
         box = (left, top, left + side, top + side)
@@ -233,6 +322,17 @@ class PhotoCropDataset(torch.utils.data.Dataset):
             "crop_box": list(box),
         }
         return crop, label, info
+
+    def _side(self, w: int, h: int, u: float) -> int:
+        """The crop's side for the uniform draw `u` in [0, 1)."""
+        if self.zoom is None:
+            lo, hi = self.scale
+            return round(math.sqrt((lo + (hi - lo) * u) * w * h))
+        # Log-uniform between the zoom bounds, the upper one capped by the photo: a photo too
+        # small for zoom[0] gives its whole shorter side.
+        lo = math.log(self.zoom[0] * self.size)
+        hi = max(lo, math.log(min(self.zoom[1] * self.size, min(w, h))))
+        return round(math.exp(lo + (hi - lo) * u))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if not 0 <= index < self.length:
