@@ -19,6 +19,7 @@ SMALL = [n for n in tv.list_tokenizers() if n.startswith("tiny_cpu")]
 # new preset adds its line (the test says which is missing).
 PARAMETERS = {
     "emoji32_fsq": 4_518_968,
+    "photo64_fsq": 4_598_984,
     "emoji32_fsq_rf": 6_018_104,
     "emoji32_fvq_2x4096_k32": 4_521_624,
     "emoji32_fvq_2x64": 4_523_940,
