@@ -167,13 +167,14 @@ def test_kill_and_resume_continues_the_run(tmp_path: Path) -> None:
     assert sorted(resumed_batches) == list(range(step, STEPS))
     assert resumed_batches == {s: straight_batches[s] for s in range(step, STEPS)}
     assert len(set(straight_batches.values())) == STEPS  # (a new batch every step)
-    # Losses are not bit-identical: the global RNG (token drop) is not checkpointed. But the
-    # resumed model is the trained one, not a fresh one.
+    # The generators (token drop's prefix lengths) travel in the checkpoint (`RandomState`), so
+    # the resumed steps are the uninterrupted run's steps: same batches, same k, same losses.
+    assert "vistok_random_state" in killed
     first = [resumed[s] for s in range(step, step + 5)]
-    same_steps = [straight[s] for s in range(step, step + 5)]
     fresh = [straight[s] for s in range(5)]
     assert sum(first) < 0.85 * sum(fresh), (first, fresh)
-    assert abs(sum(first) - sum(same_steps)) < 0.25 * sum(same_steps), (first, same_steps)
+    for s in range(step, STEPS):
+        assert resumed[s] == pytest.approx(straight[s], rel=1e-5, abs=1e-7), s
 
 
 class RankProbe(L.Callback):

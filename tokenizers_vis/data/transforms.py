@@ -291,5 +291,19 @@ class WorkerGenerator:
             self._owner = owner
         return self._gen
 
+    def get_state(self) -> torch.Tensor | None:
+        """The main-process generator's state (None before its first draw, or in a worker)."""
+        if self._gen is None or self._owner != (os.getpid(), None):
+            return None
+        return self._gen.get_state()
+
+    def set_state(self, state: torch.Tensor | None) -> None:
+        """Continue the main-process stream from `get_state()` (a resumed run; None: no-op)."""
+        if state is None:
+            return
+        self._owner = (os.getpid(), None)
+        self._gen = torch.Generator()
+        self._gen.set_state(state)
+
     def __getstate__(self) -> dict:
         return {"seed": self.seed, "_owner": None, "_gen": None}

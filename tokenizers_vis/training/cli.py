@@ -6,7 +6,8 @@
   a training step 19x slower. An explicit `--trainer.precision` always wins. The choice and its
   reason are printed at start-up.
 - Checkpoints go to `<default_root_dir>/checkpoints`, so `--ckpt_path last` finds them from a new
-  process.
+  process, and carry the run's random generators (`RandomState`), so a resumed run continues
+  their streams instead of redrawing its first steps' crops and prefix lengths.
 - Setup mistakes (unknown preset, bad component argument, missing pretrained directory) become a
   `SetupError` (a `VistokError`): one line and exit status 2 in the command, not a traceback.
 """
@@ -21,6 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from tokenizers_vis.errors import VistokError
 from tokenizers_vis.precision import PRECISIONS, lightning_precision
+from tokenizers_vis.training.random_state import RandomState
 
 
 class SetupError(VistokError):
@@ -59,6 +61,9 @@ class VistokCLI(LightningCLI):
         for callback in self.trainer.checkpoint_callbacks:
             if getattr(callback, "dirpath", "") is None:
                 callback.dirpath = str(Path(self.trainer.default_root_dir) / "checkpoints")
+        # Every run carries its generators across a resume (see `random_state`).
+        if not any(isinstance(c, RandomState) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(RandomState())
 
     before_validate = before_fit
 
