@@ -154,8 +154,8 @@ class ViT1DEncoder(nn.Module):
         x = torch.cat(parts, dim=1)  # (b p+n w), p counting the class token
         if self.ln_pre is not None:
             x = self.ln_pre(x)
-        x = self.transformer(x, self.attn_mask)  # (b p+n w)
-        latents = x[:, self.num_patches :]  # (b n w)
+        # Only the latents are read: the last block computes no patch rows.
+        latents = self.transformer(x, self.attn_mask, rows=slice(self.num_patches, None))  # (b n w)
         if self.code_head == "raw_reshape":
             latents = raw_reshape(latents)
         return self.to_codes(latents)  # (b n d)
