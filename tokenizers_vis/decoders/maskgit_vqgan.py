@@ -50,8 +50,11 @@ class ResBlock(nn.Module):
             self.shortcut = nn.Conv2d(out_channels, out_channels, 1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))  # (b c_out h w)
-        h = self.conv2(F.silu(self.norm2(h)))  # (b c_out h w)
+        # Without autograd the SiLU overwrites the fresh GroupNorm output: the same values, one
+        # full-resolution tensor fewer to allocate (these are the largest activations here).
+        inplace = not torch.is_grad_enabled()
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))  # (b c_out h w)
+        h = self.conv2(F.silu(self.norm2(h), inplace=inplace))  # (b c_out h w)
         # Published quirk: when the width changes, the skip path is a projection of h itself.
         return h + (x if self.shortcut is None else self.shortcut(h))
 
@@ -169,4 +172,4 @@ class MaskGITVQGANDecoder(nn.Module):
             x = block(x)
         for stage in self.stages:
             x = stage(x)  # (b c' 2h 2w) until the finest level
-        return self.conv_out(F.silu(self.norm_out(x)))  # (b 3 H W)
+        return self.conv_out(F.silu(self.norm_out(x), inplace=not torch.is_grad_enabled()))
