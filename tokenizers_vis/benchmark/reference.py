@@ -11,6 +11,9 @@ section is skipped with a message. Both sides compute the same thing:
   both), the same device and threads;
 - encode = images -> ids; decode = ids -> images through the MaskGIT-VQGAN pixel decoder.
 
+In fp32 a third contestant runs vistok inside `cpu_gemm.onednn_linear()` (opt-in: its linear
+layers on oneDNN instead of MKL), reported in its own column; in bf16 autocast already uses oneDNN.
+
 Timings are interleaved (reference, ours, ours, reference, ...) so load from other processes
 falls on both alike; the medians give the ratio vistok / reference (> 1: we are faster; the
 issue's goal is 1.2). Agreement is reported beside them (fraction of equal ids, largest pixel
@@ -35,6 +38,7 @@ from typing import Any
 import torch
 
 from tokenizers_vis.benchmark.common import Context, smooth_images, sync
+from tokenizers_vis.cpu_gemm import onednn_available, onednn_linear
 from tokenizers_vis.precision import autocast
 
 ENV = "VISTOK_TITOK_REFERENCE"
@@ -131,8 +135,8 @@ def paired(
 
 
 @contextlib.contextmanager
-def _inference(device: torch.device, precision: str) -> Iterator[None]:
-    with torch.inference_mode(), autocast(device, precision):
+def _inference(device: torch.device, precision: str, onednn: bool = False) -> Iterator[None]:
+    with torch.inference_mode(), autocast(device, precision), onednn_linear(onednn):
         yield
 
 
@@ -153,21 +157,22 @@ def agreement(reference: Any, ours: Any, images: torch.Tensor) -> dict[str, Any]
 def calls_for(
     reference: Any, ours: Any, images: torch.Tensor, precision: str
 ) -> dict[str, dict[str, Callable[[], Any]]]:
-    """{op: {"reference": call, "vistok": call}} on the same images and the same ids."""
+    """{op: {"reference": call, "vistok": call[, "vistok_onednn": call]}} on the same images and
+    the same ids; the oneDNN-linear contestant only in fp32 on CPU (elsewhere it is vistok)."""
     device = images.device
     unit = (images + 1) / 2  # the reference's [0, 1] input
     with _inference(device, "fp32"):
         ids = ours.encode(images).ids  # (b n 1)
     ref_ids = ids[..., 0][:, None]  # (b 1 n): its decode_tokens layout
 
-    def run(fn: Callable[[], Any]) -> Callable[[], Any]:
+    def run(fn: Callable[[], Any], onednn: bool = False) -> Callable[[], Any]:
         def call() -> Any:
-            with _inference(device, precision):
+            with _inference(device, precision, onednn):
                 return fn()
 
         return call
 
-    return {
+    calls = {
         "encode": {
             "reference": run(lambda: reference.encode(unit)),
             "vistok": run(lambda: ours.encode(images)),
@@ -177,6 +182,10 @@ def calls_for(
             "vistok": run(lambda: ours.decode(ids)),
         },
     }
+    if precision == "fp32" and device.type == "cpu" and onednn_available():
+        calls["encode"]["vistok_onednn"] = run(lambda: ours.encode(images), onednn=True)
+        calls["decode"]["vistok_onednn"] = run(lambda: ours.decode(ids), onednn=True)
+    return calls
 
 
 def run_reference(
@@ -213,6 +222,9 @@ def run_reference(
                 "vistok_images_per_s": batch / seconds["vistok"],
                 "speedup": seconds["reference"] / seconds["vistok"],
             }
+            if "vistok_onednn" in seconds:
+                record["vistok_onednn_images_per_s"] = batch / seconds["vistok_onednn"]
+                record["speedup_onednn"] = seconds["reference"] / seconds["vistok_onednn"]
             record["meets_goal"] = record["speedup"] >= GOAL
             records.append(ctx.stamp(record, precision))
     return {

@@ -74,7 +74,8 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("model", "model"), ("op", "op"), ("precision", "precision"), ("batch", "batch"),
         ("reference_images_per_s", "reference images/s"),
         ("vistok_images_per_s", "vistok images/s"), ("speedup", "vistok / reference"),
-        ("meets_goal", ">= 1.2"),
+        ("meets_goal", ">= 1.2"), ("vistok_onednn_images_per_s", "vistok + oneDNN linear images/s"),
+        ("speedup_onednn", "(oneDNN) / reference"),
     ],
 }  # fmt: skip
 

@@ -138,7 +138,7 @@ class ViT1DDecoder(Decoder):
         x = torch.cat([queries, latents], dim=1)  # (b q+n w)
         if self.ln_pre is not None:
             x = self.ln_pre(x)
-        x = self.transformer(x, attn_mask)[:, first : queries.shape[1]]  # (b p w)
+        x = self.transformer(x, attn_mask, rows=slice(first, queries.shape[1]))  # (b p w)
         if self.pixel_decoder is not None:
             probs = self.to_logits(x).softmax(dim=-1)  # (b p c)
             grid = rearrange(probs, "b (gh gw) c -> b gh gw c", gh=self.grid)

@@ -84,33 +84,10 @@ class ViT1DEncoder(nn.Module):
         norm_affine: bool = True,
     ) -> None:
         super().__init__()
-        if latent_attention not in ("full", "causal"):
-            raise ValueError(
-                f"latent_attention must be 'full' or 'causal', got {latent_attention!r}"
-            )
-        if code_head not in ("per_token", "raw_reshape"):
-            raise ValueError(f"code_head must be 'per_token' or 'raw_reshape', got {code_head!r}")
-        if positions not in ("learned", "sincos2d"):
-            raise ValueError(f"positions must be 'learned' or 'sincos2d', got {positions!r}")
-        self.vae = VAEEncoder(**vae).requires_grad_(False) if vae is not None else None
-        channels, size = 3, image_size
-        if self.vae is not None:
-            if image_size % self.vae.factor:
-                raise ValueError(f"image_size {image_size} is not a multiple of {self.vae.factor}")
-            channels, size = self.vae.latent_channels, image_size // self.vae.factor
-        if size % patch_size:
-            space = "latent" if vae is not None else "image"
-            raise ValueError(f"{space} size {size} is not a multiple of patch_size {patch_size}")
-        self.patch_embed = PatchEmbed(size, patch_size, channels, width)
-        num_patches = self.patch_embed.num_patches
-        if positions == "learned":
-            self.patch_positions = learned_positions(num_patches, width)
-        else:
-            grid = size // patch_size
-            self.register_buffer("patch_positions", sincos_2d_positions(grid, width), False)
-        self.latent_tokens = learned_positions(num_tokens, width)
-        self.class_token = learned_positions(1, width) if class_token else None
-        self.ln_pre = layer_norm(width, norm_eps) if ln_pre else None
+        _check_choices(latent_attention, code_head, positions)
+        num_patches = self._build_front_end(
+            image_size, num_tokens, patch_size, width, class_token, ln_pre, norm_eps, positions, vae
+        )
         self.transformer = Transformer(
             width,
             depth,
@@ -134,6 +111,44 @@ class ViT1DEncoder(nn.Module):
             if name != "vae":  # the VAE keeps diffusers' own initialisation
                 child.apply(init_weights)
 
+    def _build_front_end(
+        self,
+        image_size: int,
+        num_tokens: int,
+        patch_size: int,
+        width: int,
+        class_token: bool,
+        ln_pre: bool,
+        norm_eps: float | None,
+        positions: str,
+        vae: dict[str, Any] | None,
+    ) -> int:
+        """Registers what comes before the first block and returns the number of patches.
+
+        In this order, which the seeded initialisation draws in: `vae`, `patch_embed`,
+        `patch_positions`, `latent_tokens`, `class_token`, `ln_pre` (the state-dict names).
+        """
+        self.vae = VAEEncoder(**vae).requires_grad_(False) if vae is not None else None
+        channels, size = 3, image_size
+        if self.vae is not None:
+            if image_size % self.vae.factor:
+                raise ValueError(f"image_size {image_size} is not a multiple of {self.vae.factor}")
+            channels, size = self.vae.latent_channels, image_size // self.vae.factor
+        if size % patch_size:
+            space = "latent" if vae is not None else "image"
+            raise ValueError(f"{space} size {size} is not a multiple of patch_size {patch_size}")
+        self.patch_embed = PatchEmbed(size, patch_size, channels, width)
+        num_patches = self.patch_embed.num_patches
+        if positions == "learned":
+            self.patch_positions = learned_positions(num_patches, width)
+        else:
+            grid = size // patch_size
+            self.register_buffer("patch_positions", sincos_2d_positions(grid, width), False)
+        self.latent_tokens = learned_positions(num_tokens, width)
+        self.class_token = learned_positions(1, width) if class_token else None
+        self.ln_pre = layer_norm(width, norm_eps) if ln_pre else None
+        return num_patches
+
     def train(self, mode: bool = True) -> ViT1DEncoder:
         super().train(mode)
         if self.vae is not None:
@@ -154,11 +169,22 @@ class ViT1DEncoder(nn.Module):
         x = torch.cat(parts, dim=1)  # (b p+n w), p counting the class token
         if self.ln_pre is not None:
             x = self.ln_pre(x)
-        x = self.transformer(x, self.attn_mask)  # (b p+n w)
-        latents = x[:, self.num_patches :]  # (b n w)
+        # Only the latents are read: the last block computes no patch rows.
+        latents = self.transformer(x, self.attn_mask, rows=slice(self.num_patches, None))  # (b n w)
         if self.code_head == "raw_reshape":
             latents = raw_reshape(latents)
         return self.to_codes(latents)  # (b n d)
+
+
+def _check_choices(latent_attention: str, code_head: str, positions: str) -> None:
+    """ValueError naming the option for a choice `ViT1DEncoder` does not know."""
+    for option, value, known in (
+        ("latent_attention", latent_attention, ("full", "causal")),
+        ("code_head", code_head, ("per_token", "raw_reshape")),
+        ("positions", positions, ("learned", "sincos2d")),
+    ):
+        if value not in known:
+            raise ValueError(f"{option} must be {' or '.join(map(repr, known))}, got {value!r}")
 
 
 def raw_reshape(latents: Tensor) -> Tensor:

@@ -1,7 +1,10 @@
 """A stack of timm ViT blocks with an optional boolean attention mask.
 
 timm's `Block` already runs attention through PyTorch SDPA; we only add the mask plumbing that 1D
-tokenizers need (causal registers, truncated tails) and a shared initialisation.
+tokenizers need (causal registers, truncated tails), a shared initialisation, and `rows`: 1D
+tokenizers read only part of the sequence (the encoder its latents, the decoder its patches), so the
+last block computes queries, attention output and MLP for those rows alone (keys and values still
+come from every row). For TiTok-B-64's encoder that skips 257 of 321 rows in the last block.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from functools import partial
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange, repeat
-from timm.layers import SwiGLU, trunc_normal_
+from timm.layers import Attention, SwiGLU, trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
@@ -74,11 +78,46 @@ class Transformer(nn.Module):
         eps = 1e-5 if norm_eps is None else norm_eps
         self.norm = nn.LayerNorm(width, eps=eps, elementwise_affine=norm_affine)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-        """x (b l w), attn_mask broadcastable to (b heads l l), True = may attend -> (b l w)."""
-        for block in self.blocks:
+    def forward(
+        self, x: Tensor, attn_mask: Tensor | None = None, rows: slice | None = None
+    ) -> Tensor:
+        """x (b l w), attn_mask broadcastable to (b heads l l), True = may attend -> (b l w), or
+        (b r w) with `rows`: only those output rows, the last block computing no others."""
+        if rows is None or not self.blocks:
+            for block in self.blocks:
+                x = block(x, attn_mask=attn_mask)
+            return self.norm(x if rows is None else x[:, rows])
+        for block in self.blocks[:-1]:
             x = block(x, attn_mask=attn_mask)
-        return self.norm(x)
+        return self.norm(block_rows(self.blocks[-1], x, attn_mask, rows))  # (b r w)
+
+
+def block_rows(block: Block, x: Tensor, attn_mask: Tensor | None, rows: slice) -> Tensor:
+    """`block(x, attn_mask)[:, rows]` without computing the other rows: x (b l w) -> (b r w).
+
+    Keys and values come from every row; queries, the attention output projection and the MLP
+    only from `rows` (a row's output depends on the others only through keys and values). Blocks
+    whose attention this does not reproduce (a gated or unfused timm attention) run whole.
+    """
+    attn = block.attn
+    if type(attn) is not Attention or attn.gate is not None or not attn.fused_attn:
+        return block(x, attn_mask=attn_mask)[:, rows]
+    dim = attn.attn_dim
+    weight, bias = attn.qkv.weight, attn.qkv.bias  # (3d w), (3d): q, k, v stacked
+    h = block.norm1(x)  # (b l w)
+    q = F.linear(h[:, rows], weight[:dim], None if bias is None else bias[:dim])  # (b r d)
+    kv = F.linear(h, weight[dim:], None if bias is None else bias[dim:])  # (b l 2d)
+    q = rearrange(q, "b r (h e) -> b h r e", h=attn.num_heads)
+    k, v = rearrange(kv, "b l (two h e) -> two b h l e", two=2, h=attn.num_heads)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    if attn_mask is not None and attn_mask.shape[-2] != 1:  # per-query mask rows: keep ours
+        attn_mask = attn_mask[..., rows, :]
+    dropout = attn.attn_drop.p if attn.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+    out = rearrange(out, "b h r e -> b r (h e)")  # (b r d)
+    out = attn.proj_drop(attn.proj(attn.norm(out)))  # (b r w)
+    x = x[:, rows] + block.drop_path1(block.ls1(out))  # (b r w)
+    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
 
 def swiglu(in_features: int, hidden_features: int, bias: bool = True, **_: Any) -> SwiGLU:
