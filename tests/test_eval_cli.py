@@ -183,6 +183,10 @@ def test_tokenizer_fid_and_perceptual(model_dir, tmp_path, cache_dir, capsys):
     assert jpeg["perceptual_inception"] < row["perceptual_inception"]
     extractor = report["meta"]["extractor"]
     assert extractor["id"].startswith("tf_inception_v3/") and len(extractor["sha1"]) == 40
+    if "fid_helper_default_1" in extractor["id"]:  # named as the suite's reports name it
+        from tokenizers_vis.layers.inception import FID_HELPER_SHA1
+
+        assert extractor["sha1"] == FID_HELPER_SHA1
     # The originals' features are cached, and so is the JPEG row (it does not depend on the model).
     assert len(list((cache_dir / "fid_reference").glob("*.safetensors"))) == 1
     assert len(list((cache_dir / "codec_baselines").glob("jpeg-q50-*.json"))) == 1

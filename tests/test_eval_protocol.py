@@ -280,10 +280,10 @@ def test_protocol_needs_its_image_size(tok, fake_net, tmp_path):
 def test_fid_helper_weights_and_their_cached_conversion_share_one_sha1():
     from types import SimpleNamespace
 
-    from tokenizers_vis.evaluation.suite_api import source_sha1
+    from tokenizers_vis.evaluation.inputs import source_sha1
     from tokenizers_vis.layers.inception import FID_HELPER_SHA1, _fid_helper_id
 
     converted = SimpleNamespace(weights_id=_fid_helper_id(FID_HELPER_SHA1))
-    assert source_sha1(converted, {"sha1": "c" * 40}) == FID_HELPER_SHA1
+    assert source_sha1(converted, "c" * 40) == FID_HELPER_SHA1
     other = SimpleNamespace(weights_id="sha256-0123456789abcdef")
-    assert source_sha1(other, {"sha1": "c" * 40}) == "c" * 40
+    assert source_sha1(other, "c" * 40) == "c" * 40

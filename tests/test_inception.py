@@ -150,3 +150,30 @@ def test_channels_last_default_gives_the_nchw_features(net):
                     for m in (net, nchw)]  # fmt: skip
         assert (fast - reference).abs().max() <= 1e-4 * reference.abs().max()
         assert (maps[0] - maps[1]).abs().max() <= 1e-4 * maps[1].abs().max()
+
+
+def test_low_precision_copy_resizes_in_fp32_and_mixes_stage_dtypes():
+    # A bf16 copy (what `vistok bench` times) must resize with the fp32 sampling grid in both
+    # entry points; a bf16 grid alone moved the pinned network's features by 0.34 relative.
+    torch.manual_seed(0)
+    net = inc.InceptionV3Features().to(torch.bfloat16)
+    images = _smooth_uint8(2, 40, seed=5)
+    with torch.no_grad():
+        pool = net(images)  # (2 2048)
+        assert torch.equal(pool, net.forward_evaluation(images)["pool"])
+        grid = inc.resize_bilinear_tf1(images.float(), inc.INPUT_SIZE)
+        expect = net.forward_features(grid, ("pool",), resize=None)["pool"].float()
+        assert torch.equal(pool, expect)
+        # Stages of different dtypes: each runs in its own weights' dtype, no wrapper needed.
+        mixed = inc.InceptionV3Features()
+        mixed.Conv2d_1a_3x3.to(torch.bfloat16)
+        seen = {}
+
+        def record(_module, args):  # returns None: the input is left as it is
+            seen["dtype"] = args[0].dtype
+
+        hook = mixed.Conv2d_2a_3x3.register_forward_pre_hook(record)
+        out = mixed.forward_evaluation(images)
+        hook.remove()
+    assert seen["dtype"] == torch.float32 and out["pool"].dtype == torch.float32
+    assert out["spatial"].shape == (2, 192, 17, 17)

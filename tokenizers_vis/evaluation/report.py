@@ -22,9 +22,11 @@ from torch import Tensor
 
 from tokenizers_vis.atomic import atomic_write
 
-# (report key, column title, decimals); the perceptual metric is added under its own name.
+# (report key, column title, decimals), in table order, for every report (the per-k sweep and the
+# protocol suite); the perceptual metric is added under its own name.
 METRICS = (
     ("rfid", "rFID", 2),
+    ("fid", "FID", 2),
     ("sfid", "sFID", 2),
     ("inception_score", "IS", 2),
     ("precision", "Prec.", 3),
@@ -86,16 +88,21 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def metric_table(rows: list[dict], cols: list[tuple[str, str, int]], per_k: bool) -> str:
+    """Markdown: one line per row; ``per_k`` leads with the token count and bytes."""
+    lead = ["k", "bytes"] if per_k else []
+    body = [
+        ([str(r["k"]), _fmt(r["bytes_per_image"], 1)] if per_k else []) + _cells(r, cols)
+        for r in rows
+    ]
+    return _table(lead + [title for _, title, _ in cols], body)
+
+
 def main_table(report: dict) -> str:
     """Markdown: the tokenizer's metrics, one row per k."""
-    cols = metric_columns(report)
     steps = report.get("encode", {}).get("refine_steps", 0)
-    head = ["k", "bytes"] + [title for _, title, _ in cols]
-    rows = [
-        [str(r["k"]), _fmt(r["bytes_per_image"], 1)] + _cells(r, cols) for r in report["vistok"]
-    ]
     title = f"vistok, refined tokens ({steps} steps)" if steps else "vistok"
-    return f"**{title}**\n\n" + _table(head, rows)
+    return f"**{title}**\n\n" + metric_table(report["vistok"], metric_columns(report), True)
 
 
 def equal_bytes_section(report: dict) -> str:
@@ -162,6 +169,12 @@ def _usage_section(usage: dict) -> str:
     return "\n".join(lines)
 
 
+def extractor_line(extractor: dict) -> str:
+    """The one line every report gives its feature extractor: what it is, from which file."""
+    where = f"`{extractor['weights']}`, " if extractor.get("weights") else ""
+    return f"- extractor: `{extractor.get('id')}` (weights {where}sha1 `{extractor.get('sha1')}`)"
+
+
 def _meta_section(meta: dict) -> str:
     extractor = meta.get("extractor") or {}
     lines = ["## Run", ""]
@@ -169,8 +182,7 @@ def _meta_section(meta: dict) -> str:
         if key != "extractor":
             lines.append(f"- {key}: `{value}`")
     if extractor:
-        lines.append(f"- extractor: `{extractor['id']}`")
-        lines.append(f"- extractor weights: `{extractor['weights']}` (sha1 `{extractor['sha1']}`)")
+        lines.append(extractor_line(extractor))
     return "\n".join(lines)
 
 

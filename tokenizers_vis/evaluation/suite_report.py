@@ -5,33 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokenizers_vis.evaluation.report import _fmt, _table, to_json, write_files
-
-# (key, title, decimals)
-COLUMNS = (
-    ("rfid", "rFID", 2),
-    ("fid", "FID", 2),
-    ("sfid", "sFID", 2),
-    ("inception_score", "IS", 2),
-    ("precision", "Prec.", 3),
-    ("recall", "Rec.", 3),
-    ("kid_mean", "KID", 4),
-    ("psnr", "PSNR", 2),
-    ("ssim", "SSIM", 4),
-    ("ms_ssim", "MS-SSIM", 4),
+from tokenizers_vis.evaluation.report import (
+    METRICS,
+    _fmt,
+    extractor_line,
+    metric_table,
+    to_json,
+    write_files,
 )
 
 
 def suite_table(report: dict) -> str:
     """Markdown: one row per k (tokenizer) or one row (generator); absent metrics dropped."""
     rows = [r for r in report["rows"] if r.get("k") != "original"]
-    cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
-    lead = ["k", "bytes"] if report["kind"] == "tokenizer" else []
-    body = []
-    for r in rows:
-        first = [str(r["k"]), _fmt(r["bytes_per_image"], 1)] if lead else []
-        body.append(first + [_fmt(r.get(key), digits) for key, _, digits in cols])
-    return _table(lead + [title for _, title, _ in cols], body)
+    cols = [c for c in METRICS if any(r.get(c[0]) is not None for r in rows)]
+    return metric_table(rows, cols, per_k=report["kind"] == "tokenizer")
 
 
 def suite_markdown(report: dict) -> str:
@@ -43,7 +31,7 @@ def suite_markdown(report: dict) -> str:
         "",
         f"- protocol: `{proto.get('name')}` ({proto.get('image_size')} px): "
         f"{proto.get('preprocessing')}",
-        f"- extractor: `{ex.get('id')}`, weights sha1 `{ex.get('sha1')}`",
+        extractor_line(ex),
         f"- images: {meta['images']} scored of {meta['listed']} listed, {meta['failed']} "
         f"unreadable; {meta.get('cached_batches', 0)} batches from the feature cache",
     ]

@@ -166,12 +166,14 @@ class InceptionV3Features(nn.Module):
             raise ValueError(f"unknown layers {sorted(unknown)}; known: {STAGES + ('pool',)}")
         size = (resize, resize) if isinstance(resize, int) else resize
         if size is not None and tuple(pixels.shape[-2:]) != tuple(size):
-            pixels = resize_bilinear_tf1(pixels, size)
+            # In fp32 whatever the weights' dtype: a bf16 sampling grid alone moved a bf16
+            # network's pool features by 0.34 relative (0.03-0.04 with this grid in fp32).
+            pixels = resize_bilinear_tf1(pixels.float(), size)
         x = (pixels - 128) / 128  # the graph's own input scaling: [-1, 0.9921875]
         last = len(STAGES) - 1 if "pool" in layers else max(STAGES.index(n) for n in layers)
         out = {}
         for name in STAGES[: last + 1]:
-            x = getattr(self, name)(x)
+            x = self._stage(name, x)
             if name in layers:
                 out[name] = x
         if "pool" in layers:
@@ -196,14 +198,15 @@ class InceptionV3Features(nn.Module):
         x = images.float()  # the resize's sampling grid needs fp32 whatever the weights' dtype
         if tuple(x.shape[-2:]) != (INPUT_SIZE, INPUT_SIZE):
             x = resize_bilinear_tf1(x, INPUT_SIZE)
-        x = ((x - 128) / 128).to(self.Conv2d_1a_3x3.conv.weight.dtype)
+        x = (x - 128) / 128
         out = {}
         for name in STAGES:
             if name == "Mixed_6d":
                 # The block's own branch1x1 output; recomputing this one 1x1 conv (~0.7 % of
                 # the network's FLOPs) keeps torch-fidelity's block untouched and hook-free.
+                x = x.to(_stage_dtype(self.Mixed_6d, x.dtype))
                 out["spatial"] = self.Mixed_6d.branch1x1(x).float()  # (b 192 17 17)
-            x = getattr(self, name)(x)
+            x = self._stage(name, x)
         out["pool"] = reduce(x, "b c h w -> b c", "mean").float()  # (b 2048)
         if self.classifier_weight is not None:
             out["logits_unbiased"] = out["pool"] @ self.classifier_weight.float().T  # (b 1008)
@@ -225,8 +228,19 @@ class InceptionV3Features(nn.Module):
         """
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 (b, 3, h, w), got {images.dtype} {images.shape}")
-        dtype = self.Conv2d_1a_3x3.conv.weight.dtype
-        return self.forward_features(images.to(dtype), ("pool",))["pool"].float()
+        return self.forward_features(images.float(), ("pool",))["pool"].float()
+
+    def _stage(self, name: str, x: Tensor) -> Tensor:
+        """One stage, its input cast to that stage's weights' dtype: a network whose stages
+        differ in precision (see ``benchmark/inception.py``) runs without wrappers."""
+        stage = getattr(self, name)
+        return stage(x.to(_stage_dtype(stage, x.dtype)))
+
+
+def _stage_dtype(stage: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The dtype of a stage's weights; a weightless stage (a max pool) keeps its input's."""
+    weight = next(stage.parameters(), None)
+    return weight.dtype if weight is not None else default
 
 
 def pop_classifier(state: dict[str, Tensor]) -> tuple[Tensor, Tensor | None] | None:

