@@ -25,6 +25,7 @@ from tokenizers_vis import decoders, encoders, quantizers  # noqa: F401  (regist
 from tokenizers_vis.decoders import DecoderOutput
 from tokenizers_vis.hub import SHIPPED_DIR, PretrainedMixin
 from tokenizers_vis.quantizers import QuantizerOutput
+from tokenizers_vis.quantizers.base import check_vocab_sizes
 from tokenizers_vis.registry import DECODERS, ENCODERS, QUANTIZERS, TOKEN_DROPS
 
 # The default prefix-keeping spec, read-only so a default is never shared mutable state; the
@@ -134,6 +135,7 @@ class Tokenizer(PretrainedMixin, nn.Module):
         self.image_size = image_size
         self.max_tokens = max_tokens
         self.quantizer = QUANTIZERS.build(quantizer)
+        check_vocab_sizes(tuple(self.quantizer.vocab_sizes), f"quantizer {quantizer.get('name')!r}")
         dim = self.quantizer.dim
         self.encoder = ENCODERS.build(
             encoder, image_size=image_size, num_tokens=max_tokens, out_dim=dim
