@@ -116,11 +116,11 @@ class MetaBudget:
         if tensor is None:
             return
         self.bytes += tensor.numel() * tensor.element_size()
+        if self.max_bytes is not None and self.bytes > self.max_bytes:  # the file's own bound
+            raise self.refuse("bytes", self.bytes)
         if parameter:
             self.parameters += tensor.numel()
             check_limit(self.source, "parameters", self.parameters, self.limits, "max_parameters")
-        if self.max_bytes is not None and self.bytes > self.max_bytes:
-            raise self.refuse("bytes", self.bytes)
 
     def add_module(self) -> None:
         self.modules += 1

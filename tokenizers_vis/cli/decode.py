@@ -55,8 +55,10 @@ def build_parser() -> ArgumentParser:
 
 
 def _first_header(inputs: list[str]):
-    """The header of the first readable input, to find the model that wrote it."""
-    files, _, _, _ = expand(inputs, frozenset({".vtok", ".vtoks"}))
+    """The header of the first readable input, to find the model that wrote it; and why each
+    input before it was unreadable ([(path, reason)])."""
+    files, failures, _, _ = expand(inputs, frozenset({".vtok", ".vtoks"}))
+    reasons = list(failures)
     for path, _ in files:
         try:
             if is_container(path):
@@ -64,17 +66,18 @@ def _first_header(inputs: list[str]):
                     data = box[0] if len(box) else b""
             else:
                 data = path.read_bytes()
-            return read_header(data)[0]
-        except (OSError, VtokError, IndexError):
-            continue
-    return None
+            return read_header(data)[0], reasons
+        except (OSError, VtokError, IndexError) as err:
+            reasons.append((str(path), getattr(err, "strerror", None) or str(err) or "empty"))
+    return None, reasons
 
 
 def pick_model(inputs: list[str]) -> str:
     """--model's default: the shipped model whose identity the first file names."""
-    header = _first_header(inputs)
+    header, reasons = _first_header(inputs)
     if header is None:
-        raise UsageError("no readable .vtok input to take the model from; pass --model")
+        why = f" ({reasons[0][0]}: {reasons[0][1]})" if reasons else ""
+        raise UsageError(f"no readable .vtok input to take the model from{why}; pass --model")
     found = find_shipped(header.tokenizer_id)
     if found is None:
         raise UsageError(
