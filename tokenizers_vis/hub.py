@@ -47,7 +47,10 @@ from tokenizers_vis.spec_check import check_arguments, meta_budget
 # `PretrainedMixin`): the Tokenizer, a GPT in `generation`. This module imports neither.
 M = TypeVar("M", bound=nn.Module)
 
-FORMAT_VERSION = 1
+# 2: token_drop sampling "uniform_pow2" names FlexTok's distribution; in version 1 it named the
+# even mix now called "uniform_or_pow2" (a spec is upgraded when loaded: `upgrade_spec`; the file
+# itself is never rewritten, since a tokenizer's identity hashes its bytes).
+FORMAT_VERSION = 2
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 SHIPPED_DIR = Path(__file__).parent / "pretrained"
@@ -131,6 +134,11 @@ class PretrainedDir:
     def spec(self) -> dict[str, Any]:
         """The model's constructor kwargs."""
         return self.config[self.kind]
+
+    @property
+    def version(self) -> int:
+        """The `format_version` the directory was written with."""
+        return self.config["format_version"]
 
     @property
     def extra(self) -> dict[str, Any]:
@@ -335,9 +343,11 @@ def load_pretrained(
     """
     found = open_pretrained(source, kind, shipped_dir, limits)
     weights = found.weights_path
-    check_spec_against_weights(cls, found.spec, found.config_path, weights, limits, found.within)
+    upgrade = getattr(cls, "upgrade_spec", None)
+    spec = upgrade(copy.deepcopy(found.spec), found.version) if upgrade else found.spec
+    check_spec_against_weights(cls, spec, found.config_path, weights, limits, found.within)
     try:
-        model = cls(**copy.deepcopy(found.spec))
+        model = cls(**copy.deepcopy(spec))
     except (TypeError, KeyError, ValueError) as err:
         raise PretrainedError(f"{found.config_path}: invalid spec: {err}") from err
     try:
@@ -425,6 +435,12 @@ class PretrainedMixin:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
             cls.__init__ = _capturing(cls.__dict__["__init__"])
+
+    @classmethod
+    def upgrade_spec(cls, spec: dict[str, Any], version: int) -> dict[str, Any]:
+        """A spec written at `format_version` `version`, in today's terms (a subclass overrides
+        this when a name changed meaning; the default keeps the spec as it is)."""
+        return spec
 
     @classmethod
     def list_pretrained(cls) -> list[str]:

@@ -145,6 +145,15 @@ class Tokenizer(PretrainedMixin, nn.Module):
             decoder, image_size=image_size, num_tokens=max_tokens, in_dim=dim
         )
 
+    @classmethod
+    def upgrade_spec(cls, spec: dict[str, Any], version: int) -> dict[str, Any]:
+        """Format 1 named our even uniform / power-of-two mix `uniform_pow2`, the name FlexTok's
+        distribution has since; a version-1 spec saying it means `uniform_or_pow2`."""
+        drop = spec.get("token_drop")
+        if version < 2 and isinstance(drop, dict) and drop.get("sampling") == "uniform_pow2":
+            spec = {**spec, "token_drop": {**drop, "sampling": "uniform_or_pow2"}}
+        return spec
+
     @property
     def vocab_sizes(self) -> tuple[int, ...]:
         """One vocabulary size per sub-codebook."""
