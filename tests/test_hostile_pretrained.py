@@ -122,7 +122,7 @@ def test_non_utf8_config_names_the_file(model_dir):
 def test_config_that_is_a_directory_is_refused(model_dir):
     (model_dir / "config.json").unlink()
     (model_dir / "config.json").mkdir()
-    with pytest.raises(PretrainedError, match="is a directory, not a regular file"):
+    with pytest.raises(PretrainedError, match=r"not a regular file \(a directory\)"):
         tv.Tokenizer.from_pretrained(model_dir)
 
 
@@ -248,7 +248,7 @@ def test_cli_errors_name_the_option(model_dir, tmp_path, capsys):
     (model_dir / "config.json").unlink()
     (model_dir / "config.json").mkdir()
     assert main([*args, "--model", str(model_dir)]) == 2
-    assert "is a directory" in capsys.readouterr().err
+    assert "(a directory)" in capsys.readouterr().err
     (tmp_path / "empty.vtok").write_bytes(b"")
     assert main(["decode", str(tmp_path / "empty.vtok"), "-q"]) == 2
     assert "empty.vtok" in capsys.readouterr().err

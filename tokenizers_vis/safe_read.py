@@ -41,7 +41,7 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _KINDS = {
     stat.S_IFDIR: "a directory",
-    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFIFO: "a FIFO, a named pipe",
     stat.S_IFCHR: "a character device",
     stat.S_IFBLK: "a block device",
     stat.S_IFSOCK: "a socket",
@@ -49,7 +49,7 @@ _KINDS = {
 
 
 def _kind(mode: int) -> str:
-    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    return _KINDS.get(stat.S_IFMT(mode), "an unknown kind")
 
 
 def check_inside(path: str | os.PathLike, root: str | os.PathLike, error: type[Exception]) -> None:
@@ -95,7 +95,7 @@ def open_regular(
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise error(f"{path} is {_kind(mode)}, not a regular file")
+        raise error(f"{path} is not a regular file ({_kind(mode)})")
     return os.fdopen(fd, "rb")
 
 

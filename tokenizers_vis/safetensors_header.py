@@ -128,9 +128,9 @@ def read_header(
         if len(head) < 8:
             raise bad(f"{size} bytes, shorter than a header")
         (length,) = struct.unpack("<Q", head)
-        check_limit(path, "safetensors header bytes", length, limits, "max_header_bytes")
-        if 8 + length > size:
+        if 8 + length > size:  # garbage or a cut file, before any limit speaks
             raise bad(f"truncated: its header claims {length:,} bytes of {size:,}")
+        check_limit(path, "safetensors header bytes", length, limits, "max_header_bytes")
         raw = f.read(length)
     if len(raw) < length:
         raise bad(f"truncated: its header claims {length:,} bytes")

@@ -33,7 +33,12 @@ from torch.nn.modules import module as nn_module
 from tokenizers_vis.errors import VistokError
 from tokenizers_vis.limits import Limits, check_limit
 
-__all__ = ["MetaBudget", "check_arguments", "meta_budget"]
+__all__ = ["MetaBudget", "SpecTypeError", "check_arguments", "meta_budget"]
+
+
+class SpecTypeError(TypeError, ValueError):
+    """A spec value of the wrong type or outside its choices (both a TypeError and, for the
+    choices of a Literal, the ValueError constructors raised for them before)."""
 
 
 @functools.lru_cache(maxsize=512)
@@ -88,13 +93,13 @@ def check_arguments(fn: Callable[..., Any], arguments: Mapping[str, Any], where:
         where: what they are, for the message ("decoder 'vit_1d'").
 
     Raises:
-        TypeError: one line naming the argument, the type wanted and the value given.
+        SpecTypeError: one line naming the argument, the type wanted and the value given.
     """
     hints = _hints(fn)
     for key, value in arguments.items():
         hint = hints.get(key)
         if hint is not None and not _fits(value, hint):
-            raise TypeError(
+            raise SpecTypeError(
                 f"{where}: {key} must be {_name(hint)}, got {value!r} ({type(value).__name__})"
             )
 

@@ -209,7 +209,10 @@ def load(directory: str | Path, limits: Limits | None = None) -> StaticTable:
         )
     doc = _read_json(directory / STATIC_CONFIG, limits)
     weights = directory / STATIC_WEIGHTS
-    read_header(weights, limits, EntropyModelLoadError, within=directory)
+    try:
+        read_header(weights, limits, EntropyModelLoadError, within=directory)
+    except EntropyModelLoadError as err:
+        raise EntropyModelLoadError(f"not a readable table: {err}") from None
     try:
         with safe_open(str(weights), framework="np") as f:
             meta = f.metadata() or {}
