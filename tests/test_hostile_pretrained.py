@@ -115,7 +115,7 @@ def test_symlinks_are_followed_only_inside_the_directory(model_dir, tmp_path):
 
 def test_non_utf8_config_names_the_file(model_dir):
     (model_dir / "config.json").write_bytes(b'{"format_version": 1, "x": "\xff"}')
-    with pytest.raises(PretrainedError, match=r"config\.json is not UTF-8 text"):
+    with pytest.raises(PretrainedError, match=r"config\.json is not valid JSON: not UTF-8 text"):
         tv.Tokenizer.from_pretrained(model_dir)
 
 
@@ -203,9 +203,9 @@ def test_inconsistent_headers_are_named(tmp_path, header, data, message):
 
 def test_header_length_beyond_the_limit_or_the_file(tmp_path):
     path = tmp_path / "w.safetensors"
-    path.write_bytes(struct.pack("<Q", 1 << 60) + b"{}")
-    with pytest.raises(LimitError, match="safetensors header bytes"):
-        read_weights_header(path)
+    path.write_bytes(struct.pack("<Q", 2) + b"{}")
+    with pytest.raises(LimitError, match="safetensors header bytes 2 exceed"):
+        read_weights_header(path, DEFAULT_LIMITS.replace(max_header_bytes=1))
     path.write_bytes(struct.pack("<Q", 1000) + b"{}")
     with pytest.raises(PretrainedError, match="truncated"):
         read_weights_header(path)
@@ -252,3 +252,17 @@ def test_cli_errors_name_the_option(model_dir, tmp_path, capsys):
     (tmp_path / "empty.vtok").write_bytes(b"")
     assert main(["decode", str(tmp_path / "empty.vtok"), "-q"]) == 2
     assert "empty.vtok" in capsys.readouterr().err
+
+
+def test_hugging_face_snapshot_links_into_its_blobs_are_followed(saved, tmp_path):
+    """A cache snapshot's files link to ../../blobs: inside the repository's folder, allowed."""
+    repo = tmp_path / "models--owner--name"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot = repo / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (repo / "blobs" / name).write_bytes((saved / name).read_bytes())
+        os.symlink(f"../../blobs/{name}", snapshot / name)
+    assert tv.Tokenizer.from_pretrained(snapshot).max_tokens > 0
+    os.symlink(snapshot, tmp_path / "plain")  # the directory itself may be a link
+    assert tv.Tokenizer.from_pretrained(tmp_path / "plain").max_tokens > 0

@@ -150,7 +150,9 @@ def parse_json(
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         bad = data[err.start : err.start + 1]
-        raise error(f"{source} is not UTF-8 text (byte {bad!r} at offset {err.start})") from None
+        raise error(
+            f"{source} is not valid JSON: not UTF-8 text (byte {bad!r} at offset {err.start})"
+        ) from None
     check_limit(source, "JSON nesting depth", json_depth(data), limits, "max_json_depth")
     try:
         return json.loads(text)

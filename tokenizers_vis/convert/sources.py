@@ -211,7 +211,10 @@ def read_config(path: Path | None, what: str = "config") -> dict[str, Any] | Non
     if path is None:
         return None
     _check_file(path, what)
-    config = read_json(path, error=ConversionError)  # bounded: size, UTF-8, nesting
+    try:
+        config = read_json(path, error=ConversionError)  # bounded: size, UTF-8, nesting
+    except ConversionError as err:
+        raise ConversionError(f"{what} {err}") from None
     if not isinstance(config, dict):
         raise ConversionError(f"{what} {path} holds a JSON {type(config).__name__}, not an object")
     return config
