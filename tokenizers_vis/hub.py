@@ -38,7 +38,7 @@ from torch import nn
 from tokenizers_vis.atomic import atomic_write, atomic_write_with
 from tokenizers_vis.errors import VistokError
 from tokenizers_vis.hub_cache import cached_repo
-from tokenizers_vis.limits import DEFAULT_LIMITS, Limits
+from tokenizers_vis.limits import DEFAULT_LIMITS, LimitError, Limits
 from tokenizers_vis.safe_read import open_regular, read_json
 from tokenizers_vis.safetensors_header import read_header
 from tokenizers_vis.spec_check import check_arguments, meta_budget
@@ -294,7 +294,7 @@ def check_spec_against_weights(
     try:
         with meta_budget(config_path, limits, bound_bytes, bound_modules, refuse):
             model = cls(**copy.deepcopy(spec))  # a constructor may change what it is given
-    except VistokError:
+    except (PretrainedError, LimitError):
         raise
     except Exception as err:  # any fault of an untrusted spec is that file's fault
         raise PretrainedError(f"{config_path}: invalid spec: {_reason(err)}") from err

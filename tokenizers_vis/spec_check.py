@@ -36,8 +36,8 @@ from tokenizers_vis.limits import Limits, check_limit
 __all__ = ["MetaBudget", "SpecTypeError", "check_arguments", "meta_budget"]
 
 
-class SpecTypeError(TypeError, ValueError):
-    """A spec value of the wrong type or outside its choices (both a TypeError and, for the
+class SpecTypeError(VistokError, TypeError, ValueError):
+    """A spec value of the wrong type or outside its choices (also a TypeError and, for the
     choices of a Literal, the ValueError constructors raised for them before)."""
 
 
