@@ -33,6 +33,7 @@ from tokenizers_vis.codec import (
     files_identity,
     module_digest,
 )
+from tokenizers_vis.limits import Limits
 
 __all__ = ["GPTEntropyModel", "load"]
 
@@ -114,15 +115,16 @@ def shipped_path(name: str) -> Path | None:
     return GPT.shipped_dir / name if name in GPT.list_pretrained() else None
 
 
-def load(directory: str | Path) -> GPTEntropyModel:
+def load(directory: str | Path, limits: Limits | None = None) -> GPTEntropyModel:
     """The GPT of a pretrained directory as an entropy model (the "gpt" entry point).
 
     Its identity is the first bytes of SHA-256 over `config.json` then `model.safetensors`.
 
     Raises:
         PretrainedError: the directory is not a loadable GPT, naming the file at fault.
+        LimitError: its files or spec ask for more than `limits` (default `DEFAULT_LIMITS`).
     """
-    found = GPT.open_pretrained(directory)  # resolved and checked once, then loaded and hashed
-    gpt = GPT.from_pretrained(found)
-    identity = files_identity([found.config_path, found.weights_path])
+    found = GPT.open_pretrained(directory, limits)  # resolved and checked once, then loaded
+    gpt = GPT.from_pretrained(found, limits=limits)
+    identity = files_identity([found.config_path, found.weights_path], within=found.within)
     return GPTEntropyModel(gpt, identity)

@@ -175,7 +175,7 @@ def test_unreadable_tables_give_one_line(tmp_path):
     with pytest.raises(EntropyModelLoadError, match="'mystery'.*known kinds: static"):
         load_entropy_model(tmp_path)
     (tmp_path / STATIC_CONFIG).write_text("{")
-    with pytest.raises(EntropyModelLoadError, match="not readable JSON"):
+    with pytest.raises(EntropyModelLoadError, match="not valid JSON"):
         load_entropy_model(tmp_path)
 
 

@@ -37,7 +37,7 @@ def test_huge_spec_is_refused_without_building_it_for_real(model_dir, monkeypatc
         init(self, *args, **kwargs)
 
     monkeypatch.setattr(tv.Tokenizer, "__init__", spy)
-    with pytest.raises(PretrainedError, match=r"model\.safetensors does not match config\.json"):
+    with pytest.raises(PretrainedError, match=r"config\.json: the spec needs more than .* GiB"):
         tv.Tokenizer.from_pretrained(model_dir)
     assert real_builds == []
 

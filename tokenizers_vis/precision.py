@@ -146,7 +146,7 @@ def lightning_precision(precision: str, accelerator: str) -> tuple[str, str]:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N"; DeviceError otherwise."""
+    """ "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N"; DeviceError otherwise."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -12,6 +12,8 @@ from typing import Any
 
 from torch import nn
 
+from tokenizers_vis.spec_check import check_arguments
+
 
 class Registry:
     """Named builders of one kind of component (quantizer, encoder, decoder, ...)."""
@@ -51,7 +53,10 @@ class Registry:
         clash = sorted(set(kwargs) & set(shared))
         if clash:
             raise ValueError(f"{self.kind} spec sets {clash}, which the tokenizer spec owns")
-        return self.get(spec["name"])(**kwargs, **shared)
+        builder = self.get(spec["name"])
+        # A spec from JSON or YAML: each value against the builder's annotation, one clear line.
+        check_arguments(builder, kwargs, f"{self.kind} {spec['name']!r}")
+        return builder(**kwargs, **shared)
 
 
 QUANTIZERS = Registry("quantizer")

@@ -25,6 +25,7 @@ from tokenizers_vis import decoders, encoders, quantizers  # noqa: F401  (regist
 from tokenizers_vis.decoders import DecoderOutput
 from tokenizers_vis.hub import SHIPPED_DIR, PretrainedMixin
 from tokenizers_vis.quantizers import QuantizerOutput
+from tokenizers_vis.quantizers.base import check_vocab_sizes
 from tokenizers_vis.registry import DECODERS, ENCODERS, QUANTIZERS, TOKEN_DROPS
 
 # The default prefix-keeping spec, read-only so a default is never shared mutable state; the
@@ -134,6 +135,7 @@ class Tokenizer(PretrainedMixin, nn.Module):
         self.image_size = image_size
         self.max_tokens = max_tokens
         self.quantizer = QUANTIZERS.build(quantizer)
+        check_vocab_sizes(tuple(self.quantizer.vocab_sizes), f"quantizer {quantizer.get('name')!r}")
         dim = self.quantizer.dim
         self.encoder = ENCODERS.build(
             encoder, image_size=image_size, num_tokens=max_tokens, out_dim=dim
@@ -142,6 +144,15 @@ class Tokenizer(PretrainedMixin, nn.Module):
         self.decoder = DECODERS.build(
             decoder, image_size=image_size, num_tokens=max_tokens, in_dim=dim
         )
+
+    @classmethod
+    def upgrade_spec(cls, spec: dict[str, Any], version: int) -> dict[str, Any]:
+        """Format 1 named our even uniform / power-of-two mix `uniform_pow2`, the name FlexTok's
+        distribution has since; a version-1 spec saying it means `uniform_or_pow2`."""
+        drop = spec.get("token_drop")
+        if version < 2 and isinstance(drop, dict) and drop.get("sampling") == "uniform_pow2":
+            spec = {**spec, "token_drop": {**drop, "sampling": "uniform_or_pow2"}}
+        return spec
 
     @property
     def vocab_sizes(self) -> tuple[int, ...]:

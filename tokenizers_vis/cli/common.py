@@ -79,6 +79,8 @@ def add_limit_flags(parser: argparse.ArgumentParser) -> None:
     `--max-parameters` the model size, and the tensor count and header size in proportion;
     `--max-memory` the MiB of one working tensor.
     """
+    if any("--max-pixels" in action.option_strings for action in parser._actions):
+        return  # added already (by a command and by a helper it shares): one set of flags
     group = parser.add_argument_group("limits (raise only for inputs you trust)")
     group.add_argument(
         "--max-pixels",

@@ -25,7 +25,7 @@ from pathlib import Path
 from tokenizers_vis.cli.batch.files import FORMATS, Failure, Summary, decode_files
 from tokenizers_vis.cli.batch.options import add_entropy_model, add_runtime, load_codec, report
 from tokenizers_vis.cli.batch.paths import expand
-from tokenizers_vis.cli.common import ArgumentParser, add_limit_flags, number, positive, run
+from tokenizers_vis.cli.common import ArgumentParser, number, positive, run
 from tokenizers_vis.codec.container import Container, is_container
 from tokenizers_vis.codec.format import Header, VtokError, read_header
 from tokenizers_vis.codec.identity import find_shipped
@@ -59,8 +59,7 @@ def build_parser() -> ArgumentParser:
         "the entropy model the files were coded with (a GPT directory or shipped name, "
         "or a static table other than the tokenizer's own)",
     )
-    add_runtime(parser, model_default=None)
-    add_limit_flags(parser)
+    add_runtime(parser, model_default=None)  # with the limit flags
     return parser
 
 

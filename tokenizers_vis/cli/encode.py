@@ -21,7 +21,7 @@ import argparse
 
 from tokenizers_vis.cli.batch.files import encode_files
 from tokenizers_vis.cli.batch.options import add_entropy_model, add_runtime, load_codec, report
-from tokenizers_vis.cli.common import ArgumentParser, add_limit_flags, number, positive, run
+from tokenizers_vis.cli.common import ArgumentParser, number, positive, run
 from tokenizers_vis.codec.api import EncodeOptions
 from tokenizers_vis.codec.errors import OptionsError
 from tokenizers_vis.codec.layout import LAYOUTS
@@ -128,8 +128,7 @@ def build_parser() -> ArgumentParser:
         help="a class-conditional entropy model codes with this class (name or index; stored "
         "in the file); default: its unconditional prediction",
     )
-    add_runtime(parser, model_default="emoji32")
-    add_limit_flags(parser)
+    add_runtime(parser, model_default="emoji32")  # with the limit flags
     for action in parser._actions:  # here --max-pixels bounds the input images, as before
         if "--max-pixels" in action.option_strings:
             action.help = f"input images larger than this fail (default {MAX_PIXELS:,})"

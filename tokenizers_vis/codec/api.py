@@ -176,6 +176,7 @@ class Codec:
         cls,
         name_or_dir: str | os.PathLike | PretrainedDir,
         entropy: EntropyModel | str | os.PathLike | None = None,
+        limits: Limits | None = None,
         **kwargs: Any,
     ) -> Codec:
         """A codec for a pretrained directory, a shipped model name or a `PretrainedDir`.
@@ -187,16 +188,24 @@ class Codec:
         Args:
             entropy: an EntropyModel, a path `load_entropy_model` reads, or "static" for the
                 table in the tokenizer's directory (`vistok entropy fit` writes it).
+            limits: what the directory's files may ask for (`tokenizers_vis.limits`; default
+                `DEFAULT_LIMITS`): config size and nesting, weights header, model size.
             **kwargs: as `Codec`.
+
+        Raises:
+            PretrainedError: the directory or a file in it is at fault (named).
+            LimitError: a file or the spec asks for more than `limits` allows.
         """
-        found = Tokenizer.open_pretrained(name_or_dir)
-        tokenizer = Tokenizer.from_pretrained(found)
+        found = Tokenizer.open_pretrained(name_or_dir, limits)
+        tokenizer = Tokenizer.from_pretrained(found, limits=limits)
         identity = directory_identity(found)
         if isinstance(entropy, str) and entropy == "static":
-            entropy = static_table.load(found.path)
+            entropy = static_table.load(found.path, limits)
         elif entropy is not None and not isinstance(entropy, EntropyModel):
-            entropy = load_entropy_model(entropy)
-        return cls(tokenizer, identity, entropy=entropy, directory=found.path, **kwargs)
+            entropy = load_entropy_model(entropy, limits)
+        return cls(
+            tokenizer, identity, entropy=entropy, directory=found.path, limits=limits, **kwargs
+        )
 
     def set_entropy(self, model: EntropyModel | None) -> None:
         """Range code what this codec writes with `model` (None: bit-packed files).

@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import importlib
-import json
+import inspect
 import os
 from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import entry_points
@@ -29,6 +29,8 @@ import numpy as np
 
 from tokenizers_vis.codec.format import range_floor_bits
 from tokenizers_vis.errors import VistokError
+from tokenizers_vis.limits import DEFAULT_LIMITS, Limits
+from tokenizers_vis.safe_read import read_json
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -130,9 +132,12 @@ class EntropyModel(abc.ABC):
         return f"{self.kind} entropy model {self.identity.hex()}"
 
 
-def files_identity(paths: Sequence[str | os.PathLike]) -> bytes:
+def files_identity(
+    paths: Sequence[str | os.PathLike], within: str | os.PathLike | None = None
+) -> bytes:
     """`MODEL_ID_BYTES` bytes of SHA-256 over the files' bytes, in order (config, then weights):
-    `cat config.json model.safetensors | sha256sum | cut -c1-8`."""
+    `cat config.json model.safetensors | sha256sum | cut -c1-8`; each a regular file (inside
+    `within` when given), else `EntropyModelLoadError`."""
     names = tuple(str(p) for p in paths)
     try:
         stamps = tuple((os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in names)
@@ -140,7 +145,8 @@ def files_identity(paths: Sequence[str | os.PathLike]) -> bytes:
         raise EntropyModelLoadError(f"{err.filename}: {err.strerror}") from None
     from tokenizers_vis.codec.identity import sha256_files  # (imports the tokenizer stack)
 
-    return sha256_files(names, stamps)[:MODEL_ID_BYTES]
+    root = None if within is None else str(within)
+    return sha256_files(names, stamps, root, EntropyModelLoadError)[:MODEL_ID_BYTES]
 
 
 def entropy_kinds() -> dict[str, str]:
@@ -169,11 +175,8 @@ def _shipped(name: str) -> Path | None:
     return None
 
 
-def _declared_kind(path: Path) -> str | None:
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise EntropyModelLoadError(f"{path} is not readable JSON: {err}") from None
+def _declared_kind(path: Path, limits: Limits, within: Path | None) -> str | None:
+    config = read_json(path, limits, EntropyModelLoadError, within)
     kind = config.get("kind") if isinstance(config, dict) else None
     return kind if isinstance(kind, str) else None
 
@@ -188,14 +191,27 @@ def _candidates(path: Path) -> Iterator[tuple[Path, Path]]:
             yield path, path / name
 
 
-def load_entropy_model(path: str | os.PathLike) -> EntropyModel:
+def _call_loader(kind: str, directory: Path, limits: Limits) -> EntropyModel:
+    """A kind's loader on `directory`, given `limits` when it takes them (a plug-in written
+    before limits existed takes the directory alone)."""
+    loader = _loader(kind)
+    try:
+        takes_limits = "limits" in inspect.signature(loader).parameters
+    except (TypeError, ValueError):  # a builtin or C function: no signature to read
+        takes_limits = False
+    return loader(directory, limits=limits) if takes_limits else loader(directory)
+
+
+def load_entropy_model(path: str | os.PathLike, limits: Limits | None = None) -> EntropyModel:
     """The entropy model a directory holds, resolved by the kind its JSON declares.
 
     A directory with a `config.json` of an entropy kind (a GPT) is that model; otherwise its
     `entropy_static.json` (a static table, e.g. beside a tokenizer's own `config.json`). The
-    path of a JSON file selects that file.
+    path of a JSON file selects that file. Every JSON is read bounded by `limits` (default
+    `DEFAULT_LIMITS`; `safe_read.read_json`), and only as a regular file.
 
     Raises:
+        LimitError: a JSON or weights file larger or deeper than `limits`.
         EntropyModelLoadError: nothing loadable there, or a kind no installed package provides.
         ValueError: the model's own files are damaged (e.g. a `PretrainedError`).
     """
@@ -205,11 +221,12 @@ def load_entropy_model(path: str | os.PathLike) -> EntropyModel:
         if shipped is None:
             raise EntropyModelLoadError(f"{path}: no such file or directory or shipped model")
         path = shipped
-    kinds, seen = entropy_kinds(), []
+    kinds, seen, limits = entropy_kinds(), [], limits or DEFAULT_LIMITS
     for directory, config in _candidates(path):
-        kind = _declared_kind(config)
+        # A JSON the user named is read where it points; one found in a folder only inside it.
+        kind = _declared_kind(config, limits, None if config == path else directory)
         if kind in kinds:
-            return _loader(kind)(directory)
+            return _call_loader(kind, directory, limits)
         seen.append(f"{config.name} declares kind {kind!r}")
     if path.is_dir() and not (path / STATIC_CONFIG).exists():
         seen.append(f"no {STATIC_CONFIG} (`vistok entropy fit` writes one)")

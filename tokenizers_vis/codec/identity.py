@@ -30,19 +30,27 @@ import torch
 
 from tokenizers_vis.codec.format import ID_BYTES
 from tokenizers_vis.hub import PretrainedDir, PretrainedError
+from tokenizers_vis.safe_read import open_regular
 from tokenizers_vis.tokenizer import Tokenizer
 
 __all__ = ["directory_identity", "model_identity", "shipped_identities"]
 
 
 @functools.lru_cache(maxsize=64)
-def sha256_files(paths: tuple[str, ...], stamps: tuple[tuple[int, int], ...]) -> bytes:
+def sha256_files(
+    paths: tuple[str, ...],
+    stamps: tuple[tuple[int, int], ...],
+    within: str | None = None,
+    error: type[Exception] = PretrainedError,
+) -> bytes:
     """SHA-256 of the files' bytes in order; `stamps` (size, mtime_ns) per file are part of the
-    cache key only, so a rewritten file gets a new digest."""
+    cache key only, so a rewritten file gets a new digest. Each file is opened as loading opens
+    it (`safe_read.open_regular`: a regular file, inside `within`), so a file swapped for a FIFO
+    or `/dev/zero` since it was checked is refused, never read forever."""
     del stamps
     digest = hashlib.sha256()
     for path in paths:
-        with open(path, "rb") as f:
+        with open_regular(path, error, within) as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.digest()
@@ -61,7 +69,7 @@ def directory_identity(source: str | os.PathLike | PretrainedDir) -> bytes:
         stamps = tuple((os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths)
     except OSError as err:  # removed since it was checked
         raise PretrainedError(f"{found.path}: {err.strerror}: {err.filename}") from None
-    return sha256_files(paths, stamps)[:ID_BYTES]
+    return sha256_files(paths, stamps, str(found.within))[:ID_BYTES]
 
 
 def module_digest(module: torch.nn.Module, tag: bytes) -> bytes:

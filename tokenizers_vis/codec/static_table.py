@@ -39,6 +39,9 @@ from tokenizers_vis.codec.entropy import (
 )
 from tokenizers_vis.codec.format import CODING_STATIC, RANGE_PRECISION
 from tokenizers_vis.hub import library_version
+from tokenizers_vis.limits import DEFAULT_LIMITS, Limits
+from tokenizers_vis.safe_read import read_json
+from tokenizers_vis.safetensors_header import read_header
 
 __all__ = ["STATIC_CONFIG", "STATIC_WEIGHTS", "StaticTable", "count_ids", "load"]
 
@@ -180,11 +183,8 @@ class StaticTable(EntropyModel):
         return config
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise EntropyModelLoadError(f"{path} is not readable JSON: {err}") from None
+def _read_json(path: Path, limits: Limits) -> dict[str, Any]:
+    doc = read_json(path, limits, EntropyModelLoadError, within=path.parent)
     version = doc.get("format_version") if isinstance(doc, dict) else None
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise EntropyModelLoadError(f"{path}: format_version {version!r} is not supported")
@@ -202,19 +202,28 @@ def shipped_path(name: str) -> Path | None:
     return found if name in list_pretrained() and (found / STATIC_CONFIG).is_file() else None
 
 
-def load(directory: str | Path) -> StaticTable:
+def load(directory: str | Path, limits: Limits | None = None) -> StaticTable:
     """The static table in `directory` (the `vistok.entropy_models` loader of kind "static").
+
+    Both files are read only as regular files inside `directory`, the JSON and the weights'
+    header within `limits` (default `DEFAULT_LIMITS`), before safetensors reads the tensors.
 
     Raises:
         EntropyModelLoadError: naming the file at fault.
+        LimitError: a file larger or deeper than `limits`.
     """
+    limits = limits or DEFAULT_LIMITS
     directory = Path(directory)
     if not (directory / STATIC_CONFIG).is_file():
         raise EntropyModelLoadError(
             f"{directory} has no static table ({STATIC_CONFIG}); `vistok entropy fit` makes one"
         )
-    doc = _read_json(directory / STATIC_CONFIG)
+    doc = _read_json(directory / STATIC_CONFIG, limits)
     weights = directory / STATIC_WEIGHTS
+    try:
+        read_header(weights, limits, EntropyModelLoadError, within=directory)
+    except EntropyModelLoadError as err:
+        raise EntropyModelLoadError(f"not a readable table: {err}") from None
     try:
         with safe_open(str(weights), framework="np") as f:
             meta = f.metadata() or {}
@@ -243,5 +252,5 @@ def load(directory: str | Path) -> StaticTable:
     except (ValueError, KeyError) as err:
         raise EntropyModelLoadError(f"{weights}: {err}") from None
     # The file's own hash, so `sha256sum` reproduces the identity files record.
-    table.identity = files_identity([weights])
+    table.identity = files_identity([weights], within=directory)
     return table

@@ -20,7 +20,6 @@ The same steps for every family (`convert/base.py` is the contract a family foll
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -38,6 +37,8 @@ from tokenizers_vis.convert.sources import (
     read_source,
     read_tensors,
 )
+from tokenizers_vis.errors import VistokError
+from tokenizers_vis.safe_read import read_json
 from tokenizers_vis.tokenizer import Tokenizer
 
 __all__ = ["convert", "get_family"]
@@ -218,8 +219,8 @@ def _is_replaceable(path: Path) -> bool:
     if not any(path.iterdir()):
         return True
     try:
-        config = json.loads((path / CONFIG_NAME).read_text())
-    except (OSError, ValueError):
+        config = read_json(path / CONFIG_NAME, error=OSError)
+    except (OSError, VistokError):
         return False
     return isinstance(config, dict) and config.get("library") == "vistok"
 

@@ -18,7 +18,6 @@ encoder is stored twice (the tokenizer's encoder encodes images, the decoder its
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from tokenizers_vis.convert.base import ConversionError, Converted, Family, regi
 from tokenizers_vis.layers.transformer import sincos_2d_positions
 from tokenizers_vis.layers.vae import load_autoencoder_kl
 from tokenizers_vis.presets import PRESETS, preset_spec
+from tokenizers_vis.safe_read import read_json
 from tokenizers_vis.tokenizer import Tokenizer
 
 ENC, DEC = "encoder.module_dict.", "decoder.module_dict."
@@ -314,7 +314,7 @@ def flextok_with_vae(preset: str, vae: str | Path, **overrides: Any) -> Tokenize
     path = Path(vae)
     if not (path / "config.json").is_file():
         raise ConversionError(f"{path} holds no AutoencoderKL config.json")
-    config = json.loads((path / "config.json").read_text())
+    config = read_json(path / "config.json", error=ConversionError)
     keys = ("latent_channels", "block_out_channels", "layers_per_block", "norm_num_groups")
     arch = {k: config[k] for k in keys if k in config}
     arch["scaling_factor"] = float(config.get("scaling_factor") or 1.0)

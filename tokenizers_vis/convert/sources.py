@@ -15,7 +15,6 @@ cache only (`tokenizers_vis.hub_cache`).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import stat
@@ -28,6 +27,7 @@ from torch import Tensor
 
 from tokenizers_vis.convert.base import ConversionError
 from tokenizers_vis.hub_cache import cached_repo
+from tokenizers_vis.safe_read import read_json
 
 __all__ = ["Source", "find_checkpoint", "read_config", "read_source", "read_tensors", "sha256"]
 
@@ -212,9 +212,9 @@ def read_config(path: Path | None, what: str = "config") -> dict[str, Any] | Non
         return None
     _check_file(path, what)
     try:
-        config = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConversionError(f"{what} {path} is not valid JSON: {err}") from None
+        config = read_json(path, error=ConversionError)  # bounded: size, UTF-8, nesting
+    except ConversionError as err:
+        raise ConversionError(f"{what} {err}") from None
     if not isinstance(config, dict):
         raise ConversionError(f"{what} {path} holds a JSON {type(config).__name__}, not an object")
     return config

@@ -39,6 +39,7 @@ from tokenizers_vis.deploy.onnx_runtime import (
     OnnxTokenizer,
 )
 from tokenizers_vis.errors import VistokError
+from tokenizers_vis.safe_read import read_json
 from tokenizers_vis.tokenizer import Tokenizer, Tokens, prefix_lengths
 
 DEFAULT_OPSET = 18
@@ -228,8 +229,8 @@ def _is_replaceable(path: Path) -> bool:
     if not any(path.iterdir()):
         return True
     try:
-        return json.loads((path / CONFIG_NAME).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+        return read_json(path / CONFIG_NAME, error=OSError).get("format") == FORMAT
+    except (OSError, VistokError, AttributeError):
         return False
 
 

@@ -11,13 +11,13 @@ This module imports numpy and onnxruntime only, so a deployment can copy it alon
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tokenizers_vis.errors import VistokError
+from tokenizers_vis.safe_read import read_json
 
 FORMAT = "vistok-onnx"
 FORMAT_VERSION = 1
@@ -43,10 +43,7 @@ def read_onnx_config(directory: str | Path) -> dict[str, Any]:
     path = directory / CONFIG_NAME
     if not path.is_file():
         raise OnnxExportDirError(f"{directory} is not an ONNX export ({CONFIG_NAME} is missing)")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise OnnxExportDirError(f"{path} is not readable JSON: {err}") from None
+    config = read_json(path, error=OnnxExportDirError)  # bounded: size, UTF-8, nesting
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise OnnxExportDirError(f"{path} is not a {FORMAT} file")
     version = config.get("format_version")

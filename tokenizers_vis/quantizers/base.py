@@ -30,6 +30,19 @@ class QuantizerOutput:
     stats: dict[str, Tensor] = field(default_factory=dict)
 
 
+# The largest sub-codebook: ids are int64 in memory and at most 32 bits in a .vtok file, and no
+# tokenizer of this kind comes near 2^32 codes (FlexTok's FSQ has 64,000).
+MAX_CODEBOOK = 1 << 32
+
+
+def check_vocab_sizes(vocab_sizes: tuple[int, ...], where: str) -> None:
+    """Refuse a codebook outside 1..MAX_CODEBOOK (a spec from a file, e.g. FSQ levels [1e9]*4),
+    when the quantizer is built rather than when its first file is written."""
+    bad = [v for v in vocab_sizes if not 1 <= v <= MAX_CODEBOOK]
+    if bad:
+        raise ValueError(f"{where}: codebook sizes {bad} outside 1..2^32")
+
+
 class Quantizer(nn.Module):
     """Base class: subclasses set `dim`, `vocab_sizes` and implement `forward`, `ids_to_codes`."""
 

@@ -13,11 +13,12 @@ Popular implementations round in the autocast dtype, where bf16's 8-bit mantissa
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
 
-from tokenizers_vis.quantizers.base import Quantizer, QuantizerOutput, fp32
+from tokenizers_vis.quantizers.base import Quantizer, QuantizerOutput, check_vocab_sizes, fp32
 from tokenizers_vis.registry import QUANTIZERS
 
 
@@ -37,12 +38,14 @@ class FSQ(Quantizer):
 
     def __init__(self, levels: list[int], eps: float = 1e-3) -> None:
         super().__init__()
-        if not levels or any(int(lv) < 2 for lv in levels):
+        whole = all(isinstance(lv, numbers.Integral) and not isinstance(lv, bool) for lv in levels)
+        if not levels or not whole or any(lv < 2 for lv in levels):
             raise ValueError(f"FSQ levels must be integers >= 2, got {levels}")
         self.levels = [int(lv) for lv in levels]
         self.eps = eps
         self.dim = len(self.levels)
         self.vocab_sizes = (math.prod(self.levels),)
+        check_vocab_sizes(self.vocab_sizes, f"FSQ levels {self.levels}")
         basis = torch.cumprod(torch.tensor([1, *self.levels[:-1]], dtype=torch.int64), dim=0)
         self.register_buffer("_levels", torch.tensor(self.levels, dtype=torch.float32), False)
         self.register_buffer("_basis", basis, persistent=False)

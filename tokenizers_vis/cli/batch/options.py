@@ -7,13 +7,14 @@ import argparse
 import sys
 
 from tokenizers_vis.cli.batch.files import Summary
-from tokenizers_vis.cli.common import limits_from_args, positive
+from tokenizers_vis.cli.common import add_limit_flags, limits_from_args, positive
 from tokenizers_vis.codec import static_table
 from tokenizers_vis.codec.api import Codec
 from tokenizers_vis.codec.entropy import EntropyModel, EntropyModelLoadError, load_entropy_model
 from tokenizers_vis.codec.errors import OptionsError
 from tokenizers_vis.errors import UsageError
 from tokenizers_vis.hub import PretrainedError
+from tokenizers_vis.limits import Limits
 from tokenizers_vis.precision import PRECISIONS, DeviceError, resolve_precision
 from tokenizers_vis.text import printable
 
@@ -39,6 +40,7 @@ def add_runtime(parser: argparse.ArgumentParser, model_default: str | None) -> N
     parser.add_argument("--batch-size", type=positive, default=64, help="tiles per batch")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_limit_flags(parser)
 
 
 def add_entropy_model(parser: argparse.ArgumentParser, help_: str) -> None:
@@ -49,15 +51,15 @@ def load_codec(
     prog: str, model: str, args: argparse.Namespace, entropy: str | None = None
 ) -> Codec:
     """The codec, or a UsageError naming what is wrong with --model / --device / the entropy
-    model (`entropy`: "static" for the tokenizer's own table, or a path). Its limits are those
-    of `add_limit_flags`' flags, when the command has them."""
+    model (`entropy`: "static" for the tokenizer's own table, or a path)."""
+    limits = limits_from_args(args)
     try:
         codec = Codec.from_pretrained(
             model,
+            limits=limits,
             device=args.device,
             precision=args.precision,
             batch_size=args.batch_size,
-            limits=limits_from_args(args),
         )
     except PretrainedError as err:
         raise UsageError(f"--model: {err}") from None
@@ -66,7 +68,7 @@ def load_codec(
     if entropy is not None:
         option = "--entropy static" if entropy == "static" else "--entropy-model"
         try:
-            codec.set_entropy(_entropy_model(codec, entropy))
+            codec.set_entropy(_entropy_model(codec, entropy, limits))
         except (EntropyModelLoadError, PretrainedError, OptionsError) as err:
             raise UsageError(f"{option}: {err}") from None
     if not args.quiet:
@@ -80,10 +82,10 @@ def load_codec(
     return codec
 
 
-def _entropy_model(codec: Codec, entropy: str) -> EntropyModel:
+def _entropy_model(codec: Codec, entropy: str, limits: Limits) -> EntropyModel:
     if entropy == "static":
-        return static_table.load(codec.directory)
-    return load_entropy_model(entropy)
+        return static_table.load(codec.directory, limits)
+    return load_entropy_model(entropy, limits)
 
 
 def report(prog: str, summary: Summary) -> int:

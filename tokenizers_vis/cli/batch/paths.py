@@ -7,6 +7,13 @@ quoted). Outputs:
 - one input file and `-o` that is not a directory: `-o` is the output file;
 - otherwise `-o` is a directory: a folder's tree (and a glob's, below its first wildcard) is
   mirrored under it, plain files land at its top.
+Symlinks inside a folder follow the rule pretrained directories follow (`safe_read.check_inside`):
+a link to a file inside the folder is read (under the link's name); a link to a file outside it
+is not followed and is listed as a failure naming its target (name the target itself to include
+it); a linked directory is never descended (no loops, no file counted twice): one pointing inside
+the folder counts as ignored (its files are walked under their own names), one pointing outside
+is a failure like a file's. Inputs named on the command line (a file, a glob's matches) are the
+user's choice and are read where they point.
 Two inputs that would map to one output (`a.jpg` and `a.png`) keep their full names
 (`a.jpg.vtok`, `a.png.vtok`); clashes that remain are failures, never an overwrite.
 """
@@ -58,20 +65,40 @@ def image_extensions() -> frozenset[str]:
     return frozenset(ext for ext, f in Image.registered_extensions().items() if f in Image.OPEN)
 
 
-def _walk(folder: Path, suffixes: frozenset[str]) -> tuple[list[tuple[Path, str]], int]:
-    """Files below `folder` with one of `suffixes`, sorted; and how many others were ignored."""
-    found, ignored = [], 0
+def _outside(path: Path, folder: Path) -> str | None:
+    """Why a symlink below `folder` is not followed (it leaves the folder), else None."""
+    real, base = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    if real.is_relative_to(base):
+        return None
+    return f"symlink to {real}, outside {folder}: not followed (name it to include it)"
+
+
+def _walk(
+    folder: Path, suffixes: frozenset[str]
+) -> tuple[list[tuple[Path, str]], list[tuple[str, str]], int]:
+    """Files below `folder` with one of `suffixes`, sorted; (path, reason) symlinks refused; and
+    how many other entries were ignored (see the module doc for symlinks)."""
+    found, refused, ignored = [], [], 0
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        visible = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = [d for d in visible if not os.path.islink(os.path.join(root, d))]
+        for name in sorted(set(visible) - set(dirs)):  # linked directories: never descended
+            why = _outside(Path(root) / name, folder)
+            if why:
+                refused.append((str(Path(root) / name), why))
+            else:
+                ignored += 1
         for name in sorted(files):
             if name.startswith("."):
                 continue
             path = Path(root) / name
-            if path.suffix.lower() in suffixes:
-                found.append((path, path.relative_to(folder).as_posix()))
-            else:
+            if path.suffix.lower() not in suffixes:
                 ignored += 1
-    return found, ignored
+            elif path.is_symlink() and (why := _outside(path, folder)):
+                refused.append((str(path), why))
+            else:
+                found.append((path, path.relative_to(folder).as_posix()))
+    return found, refused, ignored
 
 
 def _glob_base(pattern: str) -> Path:
@@ -88,8 +115,9 @@ def expand(
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            found, skipped = _walk(path, suffixes)
+            found, refused, skipped = _walk(path, suffixes)
             files += found
+            failures += refused
             ignored += skipped
             kinds.append("dir")
         elif os.path.lexists(path):
@@ -102,8 +130,9 @@ def expand(
                 failures.append((text, "no files match this pattern"))
             for match in map(Path, matches):
                 if match.is_dir():
-                    found, skipped = _walk(match, suffixes)
+                    found, refused, skipped = _walk(match, suffixes)
                     files += [(p, f"{match.relative_to(base).as_posix()}/{r}") for p, r in found]
+                    failures += refused
                     ignored += skipped
                 else:
                     files.append((match, match.relative_to(base).as_posix()))
