@@ -202,6 +202,31 @@ def shipped_path(name: str) -> Path | None:
     return found if name in list_pretrained() and (found / STATIC_CONFIG).is_file() else None
 
 
+def _check_fields(doc: Any, path: Path) -> None:
+    """The types `load` relies on, refused by name (a hand-edited or damaged JSON file)."""
+
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    problems = []
+    if not isinstance(doc, dict):
+        problems.append("not a JSON object")
+    else:
+        vocab, k, tok, fit = (
+            doc.get(n) for n in ("vocab_sizes", "max_tokens", "tokenizer_id", "fit")
+        )
+        if not (isinstance(vocab, list) and vocab and all(whole(v) and v >= 1 for v in vocab)):
+            problems.append("vocab_sizes must be a list of positive integers")
+        if not (whole(k) and k >= 1):
+            problems.append("max_tokens must be a positive integer")
+        if tok is not None and not isinstance(tok, str):
+            problems.append("tokenizer_id must be a hex string")
+        if fit is not None and not isinstance(fit, dict):
+            problems.append("fit must be an object")
+    if problems:
+        raise EntropyModelLoadError(f"{path}: {'; '.join(problems)}")
+
+
 def load(directory: str | Path, limits: Limits | None = None) -> StaticTable:
     """The static table in `directory` (the `vistok.entropy_models` loader of kind "static").
 
@@ -219,6 +244,7 @@ def load(directory: str | Path, limits: Limits | None = None) -> StaticTable:
             f"{directory} has no static table ({STATIC_CONFIG}); `vistok entropy fit` makes one"
         )
     doc = _read_json(directory / STATIC_CONFIG, limits)
+    _check_fields(doc, directory / STATIC_CONFIG)
     weights = directory / STATIC_WEIGHTS
     try:
         read_header(weights, limits, EntropyModelLoadError, within=directory)
@@ -249,7 +275,7 @@ def load(directory: str | Path, limits: Limits | None = None) -> StaticTable:
             bytes.fromhex(tok) if tok else None,
             doc.get("fit"),
         )
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError) as err:  # bytes.fromhex's ValueError included
         raise EntropyModelLoadError(f"{weights}: {err}") from None
     # The file's own hash, so `sha256sum` reproduces the identity files record.
     table.identity = files_identity([weights], within=directory)
