@@ -57,9 +57,9 @@ def test_flops_of_known_layers_are_analytic():
     assert both == 4 * b * h * n * n * d * (1 + 2.5)  # backward: 5 matmuls (scores recomputed)
 
 
-def test_titok_encoder_counts_about_58_gflop():
-    check = flop_check()
-    assert abs(check["counted_gflop"] - 58.4) < 0.5, check
+def test_titok_encoder_counts_about_55_gflop():
+    check = flop_check()  # 58.4 with a full last block; 55.2 computing only the rows read
+    assert abs(check["counted_gflop"] - 55.2) < 0.3, check
     assert abs(check["relative_difference"]) < 0.01
 
 

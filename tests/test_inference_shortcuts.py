@@ -43,8 +43,9 @@ def test_rows_equal_the_full_sequence_sliced(option: str, mask_name: str) -> Non
     (grad_full,) = torch.autograd.grad(full.square().sum(), x)
     part = net(x, mask, rows=rows)  # (b n w)
     (grad_part,) = torch.autograd.grad(part.square().sum(), x)
-    torch.testing.assert_close(part, full, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(grad_part, grad_full, rtol=1e-5, atol=1e-6)
+    # fp32 matmuls over fewer rows may sum in another order (threads, blocking): ~1e-6 apart.
+    torch.testing.assert_close(part, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad_part, grad_full, rtol=1e-5, atol=1e-5)
 
 
 def test_rows_last_block_sees_only_the_kept_rows() -> None:

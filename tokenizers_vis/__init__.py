@@ -27,6 +27,7 @@ and other packages may import; everything else is internal and may change):
     tokenizers_vis.atomic           atomic_write / atomic_write_with, interruptible
     tokenizers_vis.precision        device and precision choice, autocast
     tokenizers_vis.errors           VistokError, the user-error base class
+    tokenizers_vis.limits           Limits / LimitError: what one input may make us spend
     tokenizers_vis.evaluation       evaluate_tokenizer / evaluate_generator
     tokenizers_vis.cli.common       the parser and runner of `vistok` commands (entry points)
     tokenizers_vis.training.cli     VistokCLI / run_cli for LightningCLI-based training commands
@@ -48,6 +49,7 @@ PUBLIC_MODULES = (
     "tokenizers_vis.atomic",
     "tokenizers_vis.precision",
     "tokenizers_vis.errors",
+    "tokenizers_vis.limits",
     "tokenizers_vis.evaluation",
     "tokenizers_vis.cli.common",
     "tokenizers_vis.training.cli",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -91,7 +92,11 @@ def upsample_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
     """
     b, _, h, w = x.shape
     fold = FOLD.to(conv.weight)
-    with torch.autocast(x.device.type, enabled=False):  # fold in the weights' own precision
+    # Fold in the weights' own precision (autocast off; meta tensors, built to count, have none).
+    plain = (
+        torch.autocast(x.device.type, enabled=False) if x.device.type != "meta" else nullcontext()
+    )
+    with plain:
         kernel = einsum(fold, fold, conv.weight, "a t k, b s l, o i k l -> a b o i t s")
     kernel = rearrange(kernel, "a b o i t s -> (a b o) i t s")  # (4o c 2 2), phase-major
     bias = None if conv.bias is None else conv.bias.repeat(4)  # (4o)
