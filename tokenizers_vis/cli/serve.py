@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import sys
 
-from tokenizers_vis.cli.common import ArgumentParser, positive, run
+from tokenizers_vis.cli.common import (
+    ArgumentParser,
+    add_limit_flags,
+    limits_from_args,
+    positive,
+    run,
+)
 
 PROG = "vistok serve"
 
@@ -43,6 +49,7 @@ def build_parser() -> ArgumentParser:
     # small shared machine (2 threads there made slider moves seconds long); raise it for
     # large images on an idle machine.
     p.add_argument("--threads", type=positive, default=1, help="torch threads (default 1)")
+    add_limit_flags(p)  # loading --model and --gpt (--max-pixels is the request limit above)
     return p
 
 
@@ -87,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             max_tiles=args.max_tiles,
             auto_tiles=args.auto_tiles,
         )
-        page = Page(args.model, gpt=args.gpt, limits=limits)
+        page = Page(args.model, gpt=args.gpt, limits=limits, input_limits=limits_from_args(args))
         server = Server(page, args.host, port)
         where = "" if args.host in ("127.0.0.1", "localhost", "::1") else " (reachable from "
         where += "other machines)" if where else ""
