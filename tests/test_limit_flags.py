@@ -1,0 +1,89 @@
+"""Every command that loads a model or a user JSON / weights file takes the limit flags of
+`cli.common.add_limit_flags`, and hands them to its loaders: a limit lowered by a flag refuses
+an input the default accepts, in one line naming the flag, and raising it lifts the refusal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+# Imported here, not first inside a test: Lightning's logging handler keeps the stderr it sees
+# at import, which would be a test's capture, closed after that test.
+from tokenizers_vis.cli import train  # noqa: F401
+from tokenizers_vis.cli.main import commands
+from tokenizers_vis.cli.main import main as vistok
+
+FLAG = "--max-config-bytes"
+
+# The arguments before `--help` whose help lists the limit flags (a subcommand where the
+# command has subcommands).
+WITH_FLAGS: dict[str, list[str]] = {
+    "encode": [],
+    "decode": [],
+    "entropy": ["fit"],
+    "eval": ["tokenizer"],
+    "export": [],
+    "convert": [],
+    "serve": [],
+    "bench": [],
+    "demo": [],
+    "sample": [],
+    "pretokenize": [],
+}
+# Commands without them, and why. A new command belongs in one of the two tables.
+WITHOUT_FLAGS = {
+    "info": "reads .vtok headers only and decodes nothing: it describes a file of any size",
+    "data": "loads no model",
+    "train": "LightningCLI: the model comes from the user's own config",
+    "gpt": "LightningCLI; `gpt export` reads the user's own training checkpoint",
+}
+
+
+@pytest.mark.parametrize("name", sorted(commands()))
+def test_every_command_that_loads_a_model_lists_the_limit_flags(
+    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert name in WITH_FLAGS or name in WITHOUT_FLAGS, f"add `vistok {name}` to a table"
+    if name in WITHOUT_FLAGS:
+        return
+    monkeypatch.setattr("sys.argv", ["vistok"])
+    assert vistok([name, *WITH_FLAGS[name], "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--max-pixels", FLAG, "--max-parameters", "--max-memory"):
+        assert flag in out, f"`vistok {name}` --help lacks {flag}"
+
+
+def _pretrained_dir(tmp_path: Path) -> Path:
+    """A directory whose config.json is well-formed JSON of a few hundred bytes (no weights:
+    a run that gets past the size check fails later, for that)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    config = {"format_version": 1, "kind": "tokenizer", "padding": "x" * 300}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+# Representative commands and their arguments; `{model}` is the directory, `{tmp}` the folder.
+LOADING = {
+    "entropy": ["fit", "--model", "{model}", "--data", "emoji", "-o", "{tmp}/table", "-q"],
+    "eval": ["tokenizer", "--model", "{model}", "--data", "emoji", "--no-fid", "--out", "{tmp}/o"],
+    "pretokenize": ["--model", "{model}", "--data", "emoji", "-o", "{tmp}/tokens", "--quiet"],
+    "sample": ["--gpt", "{model}", "-o", "{tmp}/samples", "--quiet"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOADING))
+def test_a_lowered_limit_refuses_naming_its_flag_and_raising_it_lifts_the_refusal(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _pretrained_dir(tmp_path)
+    argv = [name, *(a.format(model=model, tmp=tmp_path) for a in LOADING[name])]
+    assert vistok([*argv, FLAG, "64"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and FLAG in err and "config.json" in err, err
+    assert "Traceback" not in err
+    assert vistok([*argv, FLAG, "100000"]) != 0  # no weights: refused later, for that
+    err = capsys.readouterr().err
+    assert FLAG not in err and "Traceback" not in err, err
