@@ -142,7 +142,10 @@ def _load(path: Path, what: str, limits: Limits) -> Any:
 
         from tokenizers_vis.safetensors_header import read_header
 
-        read_header(path, limits, ConversionError)  # header size, tensor count, parameters
+        try:  # header size, tensor count, parameters and offsets, before any tensor is read
+            read_header(path, limits, ConversionError)
+        except ConversionError as err:
+            raise ConversionError(f"{what} {err}") from None
         try:
             return load_file(str(path), device="cpu")
         except Exception as err:  # SafetensorError: truncated, bad header, bad offsets ...
