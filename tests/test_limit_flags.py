@@ -87,3 +87,21 @@ def test_a_lowered_limit_refuses_naming_its_flag_and_raising_it_lifts_the_refusa
     assert vistok([*argv, FLAG, "100000"]) != 0  # no weights: refused later, for that
     err = capsys.readouterr().err
     assert FLAG not in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [[], [FLAG, "20000000", "--max-parameters", "9000000000", "--max-memory", "100"], [FLAG, "99"]],
+)
+def test_serve_hands_its_model_limits_to_each_sample_run(flags: list[str]) -> None:
+    from generation.cli.sample import build_parser as sample_parser
+    from tokenizers_vis.cli.common import limits_from_args
+    from tokenizers_vis.cli.serve import build_parser as serve_parser
+    from tokenizers_vis.serve.generate import _limit_argv
+
+    served = limits_from_args(serve_parser().parse_args(flags))
+    argv = ["--gpt", "g", "-o", "out", *_limit_argv(served)]
+    sampled = limits_from_args(sample_parser().parse_args(argv))
+    for field in ("max_json_bytes", "max_json_depth", "max_parameters", "max_tensors"):
+        assert getattr(sampled, field) == getattr(served, field), field
+    assert sampled.max_work_bytes == served.max_work_bytes
