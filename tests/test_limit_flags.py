@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 # Imported here, not first inside a test: Lightning's logging handler keeps the stderr it sees
 # at import, which would be a test's capture, closed after that test.
@@ -56,12 +58,13 @@ def test_every_command_that_loads_a_model_lists_the_limit_flags(
 
 
 def _pretrained_dir(tmp_path: Path) -> Path:
-    """A directory whose config.json is well-formed JSON of a few hundred bytes (no weights:
-    a run that gets past the size check fails later, for that)."""
+    """A directory whose config.json is well-formed JSON of a few hundred bytes but no model
+    (a run that gets past the size check fails later, for that), beside a tiny weights file."""
     folder = tmp_path / "model"
     folder.mkdir()
     config = {"format_version": 1, "kind": "tokenizer", "padding": "x" * 300}
     (folder / "config.json").write_text(json.dumps(config))
+    save_file({"w": torch.zeros(4, 4)}, str(folder / "model.safetensors"))
     return folder
 
 
@@ -71,6 +74,8 @@ LOADING = {
     "eval": ["tokenizer", "--model", "{model}", "--data", "emoji", "--no-fid", "--out", "{tmp}/o"],
     "pretokenize": ["--model", "{model}", "--data", "emoji", "-o", "{tmp}/tokens", "--quiet"],
     "sample": ["--gpt", "{model}", "-o", "{tmp}/samples", "--quiet"],
+    "export": ["--onnx", "{tmp}/onnx", "--model", "{model}"],
+    "convert": ["titok", "{model}/model.safetensors", "{tmp}/converted"],
 }
 
 
@@ -84,7 +89,7 @@ def test_a_lowered_limit_refuses_naming_its_flag_and_raising_it_lifts_the_refusa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and FLAG in err and "config.json" in err, err
     assert "Traceback" not in err
-    assert vistok([*argv, FLAG, "100000"]) != 0  # no weights: refused later, for that
+    assert vistok([*argv, FLAG, "100000"]) != 0  # no model in the config: refused for that
     err = capsys.readouterr().err
     assert FLAG not in err and "Traceback" not in err, err
 
@@ -105,3 +110,23 @@ def test_serve_hands_its_model_limits_to_each_sample_run(flags: list[str]) -> No
     for field in ("max_json_bytes", "max_json_depth", "max_parameters", "max_tensors"):
         assert getattr(sampled, field) == getattr(served, field), field
     assert sampled.max_work_bytes == served.max_work_bytes
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".bin"])
+def test_convert_counts_a_checkpoints_parameters_against_max_parameters(
+    suffix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / f"w{suffix}"
+    tensors = {"a": torch.zeros(10, 10), "b": torch.zeros(5)}  # 105 parameters
+    if suffix == ".safetensors":
+        save_file(tensors, str(src))
+    else:
+        torch.save(tensors, src)
+    argv = ["convert", "titok", str(src), str(tmp_path / "out"), "--max-parameters"]
+    assert vistok([*argv, "104"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "parameters 105" in err and "--max-parameters" in err, err
+    assert vistok([*argv, "105"]) == 1  # within the limit: read, then not a TiTok checkpoint
+    err = capsys.readouterr().err
+    assert "--max-parameters" not in err and "not a titok checkpoint" in err, err
+    assert not (tmp_path / "out").exists()

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from tokenizers_vis.convert.base import ConversionError
 from tokenizers_vis.hub_cache import cached_repo
-from tokenizers_vis.limits import DEFAULT_LIMITS, Limits
+from tokenizers_vis.limits import DEFAULT_LIMITS, Limits, check_limit
 from tokenizers_vis.safe_read import read_json
 
 __all__ = ["Source", "find_checkpoint", "read_config", "read_source", "read_tensors", "sha256"]
@@ -193,12 +193,12 @@ def read_tensors(path: Path, what: str, limits: Limits = DEFAULT_LIMITS) -> dict
     """The file's tensors by name (CPU), or a ConversionError naming the file and the fault.
 
     A safetensors file's header is checked against `limits` (header size, tensor count,
-    parameters) before any tensor is read.
+    parameters) before any tensor is read; a PyTorch file's counts once it is mapped.
 
     Raises:
         ConversionError: unreadable, damaged, not loadable without running code, not a mapping,
             or a key that is not a string or a value that is not a tensor.
-        LimitError: a safetensors header above `limits`.
+        LimitError: a header, tensor count or parameter count above `limits`.
     """
     data = _unwrap(_load(path, what, limits))
     if not isinstance(data, dict):
@@ -214,6 +214,10 @@ def read_tensors(path: Path, what: str, limits: Limits = DEFAULT_LIMITS) -> dict
         )
     if not data:
         raise ConversionError(f"{what} {path} holds no tensors")
+    # A PyTorch file has no header to check first; mapped (zip) or loaded, its counts are checked
+    # before any conversion works on its tensors. (A safetensors file was checked above.)
+    check_limit(path, "tensors", len(data), limits, "max_tensors")
+    check_limit(path, "parameters", sum(t.numel() for t in data.values()), limits, "max_parameters")
     return data
 
 
