@@ -19,6 +19,7 @@ from tokenizers_vis.cli.common import (
     positive,
     run,
 )
+from tokenizers_vis.limits import DEFAULT_LIMITS
 
 PROG = "vistok serve"
 
@@ -94,7 +95,13 @@ def main(argv: list[str] | None = None) -> int:
             max_tiles=args.max_tiles,
             auto_tiles=args.auto_tiles,
         )
-        page = Page(args.model, gpt=args.gpt, limits=limits, input_limits=limits_from_args(args))
+        # --max-pixels is the request limit (checked by the page); the models' own pixel limit
+        # is never below the library's, so a tile canvas rounded up past it is not refused.
+        pixels = max(args.max_pixels, DEFAULT_LIMITS.max_pixels)
+        models = limits_from_args(args).replace(
+            max_pixels=pixels, warn_pixels=max(DEFAULT_LIMITS.warn_pixels, pixels // 2)
+        )
+        page = Page(args.model, gpt=args.gpt, limits=limits, input_limits=models)
         server = Server(page, args.host, port)
         where = "" if args.host in ("127.0.0.1", "localhost", "::1") else " (reachable from "
         where += "other machines)" if where else ""
