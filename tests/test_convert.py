@@ -213,7 +213,7 @@ BAD_INPUTS = {
     "truncated safetensors": (
         "renamed_tiny",
         lambda t, o: [_truncated(t, o, ".safetensors")],
-        r"cut\.safetensors is a damaged safetensors file",
+        r"model file \S*cut\.safetensors is not a readable safetensors file: the tensors span",
     ),
     "truncated torch file": (
         "renamed_tiny",

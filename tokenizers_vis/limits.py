@@ -16,6 +16,11 @@ comes near, each raised explicitly — by the API argument `limits=Limits(...)` 
 | `max_tensors` | 100,000 | `--max-parameters` | a 2e9 model has ~2,000 |
 | `max_header_bytes` | 100 MB | `--max-parameters` | safetensors' own ceiling |
 | `max_work_bytes` | 4 GiB | `--max-memory` | one working tensor |
+
+Every command that loads a model or a user's JSON / weights file takes the flags
+(`cli.common.add_limit_flags`): encode, decode, entropy fit, eval tokenizer, export --onnx,
+convert, serve (its own `--max-pixels` is the request limit), bench, demo, sample, pretokenize;
+`tests/test_limit_flags.py` keeps the list and says why the others (info, data, train, gpt) do not.
 """
 
 from __future__ import annotations

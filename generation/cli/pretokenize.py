@@ -27,7 +27,14 @@ from tqdm.auto import tqdm
 
 from generation.data import TokenShardWriter
 from tokenizers_vis import Tokenizer
-from tokenizers_vis.cli.common import ArgumentParser, non_negative, positive, run
+from tokenizers_vis.cli.common import (
+    ArgumentParser,
+    add_limit_flags,
+    limits_from_args,
+    non_negative,
+    positive,
+    run,
+)
 from tokenizers_vis.data import DataError, build_dataset
 from tokenizers_vis.errors import UsageError
 from tokenizers_vis.hub import PretrainedError
@@ -156,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=list(PRECISIONS))
     p.add_argument("--overwrite", action="store_true", help="replace existing shards")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_limit_flags(p)
     return p
 
 
@@ -174,7 +182,8 @@ def pretokenize(argv: list[str] | None) -> int:
     check_args(args)
     device = pick_device(args.device)  # DeviceError names the device
     try:
-        tok = Tokenizer.from_pretrained(args.model, map_location=device)
+        limits = limits_from_args(args)
+        tok = Tokenizer.from_pretrained(args.model, map_location=device, limits=limits)
     except PretrainedError as err:
         raise UsageError(f"--model {args.model}: {err}") from None
     for split in args.splits:

@@ -37,10 +37,18 @@ from generation.gpt import GPT
 from generation.sampling import CFG_SCHEDULES, IncompatibleModelsError, check_compatible, generate
 from tokenizers_vis import Tokenizer, Tokens
 from tokenizers_vis.atomic import atomic_write, atomic_write_with
-from tokenizers_vis.cli.common import ArgumentParser, non_negative, positive, run
+from tokenizers_vis.cli.common import (
+    ArgumentParser,
+    add_limit_flags,
+    limits_from_args,
+    non_negative,
+    positive,
+    run,
+)
 from tokenizers_vis.data import to_uint8
 from tokenizers_vis.errors import UsageError
 from tokenizers_vis.hub import PretrainedError
+from tokenizers_vis.limits import Limits
 from tokenizers_vis.precision import PRECISIONS, autocast, pick_device
 
 PROG = "vistok sample"
@@ -70,6 +78,7 @@ class SampleSettings:
     precision: str = "auto"
     overwrite: bool = False
     quiet: bool = False
+    limits: Limits | None = None  # loading the GPT and the tokenizer (None: DEFAULT_LIMITS)
 
 
 def resolve_classes(gpt: GPT, names: list[str] | None) -> list[int]:
@@ -94,15 +103,15 @@ def resolve_classes(gpt: GPT, names: list[str] | None) -> list[int]:
 
 def load_models(args: SampleSettings, device: torch.device) -> tuple[GPT, Tokenizer, str]:
     try:
-        found = GPT.open_pretrained(args.gpt)
-        gpt = GPT.from_pretrained(found, map_location=device)
+        found = GPT.open_pretrained(args.gpt, args.limits)
+        gpt = GPT.from_pretrained(found, map_location=device, limits=args.limits)
     except PretrainedError as err:
         raise UsageError(f"--gpt {args.gpt}: {err}") from None
     name = args.tokenizer or found.extra.get("tokenizer")
     if not name:
         raise UsageError(f"--gpt {args.gpt} does not record its tokenizer: give --tokenizer")
     try:
-        tok = Tokenizer.from_pretrained(name, map_location=device)
+        tok = Tokenizer.from_pretrained(name, map_location=device, limits=args.limits)
         check_compatible(gpt, tok)
     except (PretrainedError, IncompatibleModelsError) as err:
         raise UsageError(f"--tokenizer {name}: {err}") from None
@@ -210,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace samples in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    add_limit_flags(p)
     return p
 
 
@@ -261,7 +271,12 @@ def write_samples(gpt: str | Path, out: str | Path, **options: Any) -> dict[str,
 
 
 def sample(argv: list[str] | None) -> int:
-    options = vars(build_parser().parse_args(argv))
+    parsed = build_parser().parse_args(argv)
+    limits = limits_from_args(parsed)
+    options = vars(parsed)
+    for flag in ("max_pixels", "max_config_bytes", "max_parameters", "max_memory"):
+        options.pop(flag)  # given to SampleSettings as `limits`
+    options["limits"] = limits
     out = options.pop("out")
     meta = write_samples(options.pop("gpt"), out, **options)
     print(f"wrote {len(meta['labels'])} samples, grid.png and samples.npz to {out}")

@@ -29,7 +29,7 @@ def make_codec(source: str, ctx: Context, batch_size: int) -> Codec:
     kwargs = {"device": str(ctx.device), "precision": ctx.precision.name, "batch_size": batch_size}
     if source in PRESETS:
         return Codec(load_tokenizer(source), **kwargs)
-    return Codec.from_pretrained(source, **kwargs)
+    return Codec.from_pretrained(source, limits=ctx.limits, **kwargs)
 
 
 def _write_images(folder: Path, n: int, size: int) -> None:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop, sdpa_flop
 
+from tokenizers_vis.limits import DEFAULT_LIMITS, Limits
 from tokenizers_vis.precision import PrecisionChoice, cpu_model_name
 
 
@@ -105,6 +106,7 @@ class Context:
     warmup: int
     repeats: int
     peak: dict[str, float]  # measured matmul FLOP/s by dtype name ("fp32", "bf16")
+    limits: Limits = DEFAULT_LIMITS  # loading pretrained models (`vistok bench --max-...`)
 
     def stamp(self, record: dict[str, Any], precision: str | None = None) -> dict[str, Any]:
         """`record` with the machine, precision, torch version and threads in front."""

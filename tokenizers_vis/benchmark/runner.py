@@ -21,6 +21,7 @@ import torch
 from tokenizers_vis.benchmark.common import Context, device_name, environment, slug
 from tokenizers_vis.benchmark.report import write_report
 from tokenizers_vis.benchmark.sections import load_section, plugin_names
+from tokenizers_vis.limits import DEFAULT_LIMITS, Limits
 from tokenizers_vis.precision import pick_device, resolve_precision
 
 SECTIONS = ("peak", "tokenizers", "rf", "codec", "training", "inception")  # built in
@@ -76,6 +77,7 @@ class BenchConfig:
     section_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     reference_titok: str | None = None  # a bytedance/1d-tokenizer checkout (or $VISTOK_TITOK_...)
     reference_batch: int = 4
+    limits: Limits = DEFAULT_LIMITS  # for loading pretrained `models` / `codec_model` ...
 
     @classmethod
     def quick_config(cls, **changes: Any) -> BenchConfig:
@@ -174,7 +176,7 @@ def run_device(cfg: BenchConfig, device: torch.device, command: str) -> dict[str
     if unknown:
         raise ValueError(f"unknown sections {unknown}; known: {', '.join(known)}")
     choice = resolve_precision(cfg.precision, device)
-    ctx = Context(device, choice, cfg.warmup, cfg.repeats, peak={})
+    ctx = Context(device, choice, cfg.warmup, cfg.repeats, peak={}, limits=cfg.limits)
     if cfg.memory and device.type == "cpu" and "tokenizers" in selected:
         from tokenizers_vis.benchmark.memory import start_server
 

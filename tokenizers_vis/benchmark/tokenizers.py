@@ -15,20 +15,23 @@ import torch
 
 from tokenizers_vis.benchmark.common import Context, count_flops, measure, smooth_images
 from tokenizers_vis.benchmark.memory import peak_memory
+from tokenizers_vis.limits import Limits
 from tokenizers_vis.precision import autocast
 from tokenizers_vis.presets import PRESETS, preset_spec
 from tokenizers_vis.tokenizer import Tokenizer
 
 
-def load_tokenizer(source: str, overrides: dict[str, Any] | None = None) -> Tokenizer:
+def load_tokenizer(
+    source: str, overrides: dict[str, Any] | None = None, limits: Limits | None = None
+) -> Tokenizer:
     """A preset (freshly initialised, seed 0; `overrides` merge into its spec) or a pretrained
-    directory / shipped name, in eval mode."""
+    directory / shipped name (loaded within `limits`), in eval mode."""
     if source in PRESETS:
         torch.manual_seed(0)
         return Tokenizer(**preset_spec(source, **(overrides or {}))).eval()
     if overrides:
         raise ValueError(f"overrides need a preset, {source!r} is a pretrained model")
-    return Tokenizer.from_pretrained(source).eval()
+    return Tokenizer.from_pretrained(source, limits=limits).eval()
 
 
 def tokenizer_call(
@@ -60,7 +63,7 @@ def prepare(task: dict[str, Any]) -> Callable[[], Any]:
     thread pools, oneDNN set-up) are not counted as the batch's memory.
     """
     device = torch.device(task["device"])
-    tok = load_tokenizer(task["source"], task.get("overrides")).to(device)
+    tok = load_tokenizer(task["source"], task.get("overrides"), task.get("limits")).to(device)
     images = smooth_images(task["batch"], tok.image_size).to(device)
     op, steps, precision = task["op"], task.get("num_steps"), task["precision"]
     tokenizer_call(tok, op, images[:1], steps, precision)()
@@ -99,7 +102,7 @@ def run_tokenizers(
     """
     records = []
     for source, batches in models:
-        tok = load_tokenizer(source).to(ctx.device)
+        tok = load_tokenizer(source, limits=ctx.limits).to(ctx.device)
         steps = decode_steps if getattr(tok.decoder, "generative", False) else (None,)
         ops = [("encode", None)] + [("decode", s) for s in steps]
         flops = {(op, s): _flops_per_image(tok, op, s, ctx) for op, s in ops}
@@ -112,7 +115,7 @@ def run_tokenizers(
                 record |= _record(ctx, timing, batch, flops[op, s])
                 if s is None or s == steps[0]:
                     task = {"source": source, "op": op, "batch": batch, "num_steps": s,
-                            "precision": ctx.precision.name}  # fmt: skip
+                            "precision": ctx.precision.name, "limits": ctx.limits}  # fmt: skip
                     mem = peak_memory(ctx.device, call, prepare, task, memory)
                 mem_s = None if s is None else steps[0]
                 record |= {f"memory_{k}": v for k, v in mem.items()} | {"memory_at_steps": mem_s}
@@ -140,7 +143,7 @@ def run_rf_steps(
 ) -> dict[str, Any]:
     """A sampling decoder's time per image at each number of steps, and the line through them
     (fixed cost + cost per step, per image)."""
-    tok = load_tokenizer(source, overrides).to(ctx.device)
+    tok = load_tokenizer(source, overrides, ctx.limits).to(ctx.device)
     label = source + (" (overridden: " + ", ".join(sorted(overrides)) + ")" if overrides else "")
     if not getattr(tok.decoder, "generative", False):
         return {"records": [], "skipped": f"{label} has no sampling decoder"}

@@ -24,7 +24,14 @@ import argparse
 import shlex
 import sys
 
-from tokenizers_vis.cli.common import ArgumentParser, int_list, positive, run
+from tokenizers_vis.cli.common import (
+    ArgumentParser,
+    add_limit_flags,
+    int_list,
+    limits_from_args,
+    positive,
+    run,
+)
 from tokenizers_vis.precision import PRECISIONS
 
 
@@ -108,6 +115,7 @@ def parser() -> ArgumentParser:
     )
     p.add_argument("--batches", type=_steps, help="batch sizes of --models without @ (1,64)")
     p.add_argument("--no-memory", action="store_true", help="skip peak-memory measurements")
+    add_limit_flags(p)  # loading pretrained --models (and the sections' pretrained models)
     for flag, _, kind, help_ in OPTIONS:
         p.add_argument(flag, type=kind, help=help_)
     for section in _installed_sections():
@@ -151,6 +159,7 @@ def bench(argv: list[str]) -> int:
     if args.sections:
         changes["sections"] = args.sections
     changes["section_options"] = _section_options(args)
+    changes["limits"] = limits_from_args(args)
     if args.models:
         default = args.batches or (1, 64)
         changes["models"] = tuple((name, sizes or default) for name, sizes in args.models)

@@ -79,37 +79,33 @@ def add_limit_flags(parser: argparse.ArgumentParser) -> None:
     `--max-parameters` the model size, and the tensor count and header size in proportion;
     `--max-memory` the MiB of one working tensor.
     """
-    if any("--max-pixels" in action.option_strings for action in parser._actions):
-        return  # added already (by a command and by a helper it shares): one set of flags
+    taken = {flag for action in parser._actions for flag in action.option_strings}
+    # A flag the command has already (added by a helper it shares, or its own `--max-pixels`,
+    # as `vistok serve`'s request limit) is kept: one flag, read by `limits_from_args`.
+    flags = [
+        ("--max-pixels", "N", f"output pixels per image (default {DEFAULT_LIMITS.max_pixels:,})"),
+        (
+            "--max-config-bytes",
+            "N",
+            f"size of a JSON file we parse (default {DEFAULT_LIMITS.max_json_bytes:,})",
+        ),
+        (
+            "--max-parameters",
+            "N",
+            f"parameters of a model, from its spec (default {DEFAULT_LIMITS.max_parameters:,})",
+        ),
+        (
+            "--max-memory",
+            "MIB",
+            f"MiB of one working tensor (default {DEFAULT_LIMITS.max_work_bytes >> 20:,})",
+        ),
+    ]
+    missing = [flag for flag in flags if flag[0] not in taken]
+    if not missing:
+        return
     group = parser.add_argument_group("limits (raise only for inputs you trust)")
-    group.add_argument(
-        "--max-pixels",
-        type=positive,
-        default=None,
-        metavar="N",
-        help=f"output pixels per image (default {DEFAULT_LIMITS.max_pixels:,})",
-    )
-    group.add_argument(
-        "--max-config-bytes",
-        type=positive,
-        default=None,
-        metavar="N",
-        help=f"size of a JSON file we parse (default {DEFAULT_LIMITS.max_json_bytes:,})",
-    )
-    group.add_argument(
-        "--max-parameters",
-        type=positive,
-        default=None,
-        metavar="N",
-        help=f"parameters of a model, from its spec (default {DEFAULT_LIMITS.max_parameters:,})",
-    )
-    group.add_argument(
-        "--max-memory",
-        type=positive,
-        default=None,
-        metavar="MIB",
-        help=f"MiB of one working tensor (default {DEFAULT_LIMITS.max_work_bytes >> 20:,})",
-    )
+    for flag, metavar, help_ in missing:
+        group.add_argument(flag, type=positive, default=None, metavar=metavar, help=help_)
 
 
 def limits_from_args(args: argparse.Namespace) -> Limits:

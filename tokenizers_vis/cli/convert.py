@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokenizers_vis.cli.common import ArgumentParser, run
+from tokenizers_vis.cli.common import ArgumentParser, add_limit_flags, limits_from_args, run
 
 
 def build_parser(families: list[str]) -> ArgumentParser:
@@ -31,6 +31,7 @@ def build_parser(families: list[str]) -> ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace DST if it is a pretrained directory"
     )
+    add_limit_flags(parser)  # the published config.json and safetensors headers
     return parser
 
 
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             vqgan=args.vqgan,
             config=args.config,
             overwrite=args.overwrite,
+            limits=limits_from_args(args),
         )
         print(f"wrote {out}")
         return 0

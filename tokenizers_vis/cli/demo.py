@@ -23,7 +23,14 @@ import sys
 import time
 from pathlib import Path
 
-from tokenizers_vis.cli.common import ArgumentParser, non_negative, positive, run
+from tokenizers_vis.cli.common import (
+    ArgumentParser,
+    add_limit_flags,
+    limits_from_args,
+    non_negative,
+    positive,
+    run,
+)
 from tokenizers_vis.cli.demo_codec import token_files
 from tokenizers_vis.cli.demo_generation import decoders_side_by_side, gpt_grid
 from tokenizers_vis.errors import UsageError
@@ -84,6 +91,7 @@ def evaluate(out: Path, args, data: str, model: str) -> list[str]:
         perceptual="inception" if args.fid else "none",
         precision=args.precision,
         progress=True,
+        limits=limits_from_args(args),
     )
     result = evaluate_tokenizer(
         model, data, codecs=("jpeg", "webp"), qualities=DEMO_QUALITIES, **common
@@ -174,6 +182,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--no-gpt", action="store_true", help="skip the GPT sample grid")
     parser.add_argument("--fid", action="store_true", help="add rFID / KID (slow on CPU)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    add_limit_flags(parser)  # loading --model, --photo-model, --rf-model and --gpt
     return parser
 
 
@@ -188,12 +197,13 @@ def demo(argv: list[str]) -> int:
     photo_model = args.photo_model or default_photo_model(args.model)
     lines += evaluate(args.out, args, "emoji", args.model)
     lines += evaluate(args.out, args, "photos", photo_model)
-    lines += token_files(args.out, args.model, photo_model)
+    limits = limits_from_args(args)
+    lines += token_files(args.out, args.model, photo_model, limits=limits)
     if not args.no_rf:
         rf_model = args.rf_model or default_rf_model()
-        lines += decoders_side_by_side(args.out, args.model, rf_model)
+        lines += decoders_side_by_side(args.out, args.model, rf_model, limits=limits)
     if not args.no_gpt:
-        lines += gpt_grid(args.out, args.gpt, args.gpt_tokens, args.gpt_cfg)
+        lines += gpt_grid(args.out, args.gpt, args.gpt_tokens, args.gpt_cfg, limits=limits)
     from tokenizers_vis.atomic import atomic_write
     from tokenizers_vis.precision import cpu_model_name
 

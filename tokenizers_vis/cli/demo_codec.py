@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokenizers_vis.cli.batch import Summary, decode_files, encode_files
+from tokenizers_vis.limits import Limits
 
 DEMO_KS = (4, 16, 64)
 
@@ -66,7 +67,9 @@ def run(c, src: Path, vtok: Path, back: Path, k: int) -> tuple[Summary, Summary]
     return enc, dec
 
 
-def token_files(out: Path, model: str, photo_model: str, count: int = 16) -> list[str]:
+def token_files(
+    out: Path, model: str, photo_model: str, count: int = 16, limits: Limits | None = None
+) -> list[str]:
     """Encode / decode the held-out sets at every k of `DEMO_KS`; returns Markdown lines.
 
     Emoji go through `model`, photos through `photo_model` (the same tokenizer when no photo
@@ -75,7 +78,8 @@ def token_files(out: Path, model: str, photo_model: str, count: int = 16) -> lis
     from tokenizers_vis import codec
 
     root = out / "codec"
-    codecs = {m: codec.Codec.from_pretrained(m) for m in dict.fromkeys((model, photo_model))}
+    models = dict.fromkeys((model, photo_model))
+    codecs = {m: codec.Codec.from_pretrained(m, limits=limits) for m in models}
     size = {m: c.tokenizer.image_size for m, c in codecs.items()}
     sets = write_sources(root / "images", count, size[model], size[photo_model])
     which = {"emoji": model, "photos": photo_model, "photo": photo_model}

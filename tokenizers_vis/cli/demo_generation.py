@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tokenizers_vis.atomic import atomic_write
 from tokenizers_vis.errors import VistokError
+from tokenizers_vis.limits import Limits
 
 SIDE_BY_SIDE_KS = (1, 2, 4, 8)
 
@@ -28,7 +29,7 @@ NO_RF_DECODER = (
 
 
 def decoders_side_by_side(
-    out: Path, vit_name: str, rf_name: str | None, count: int = 8
+    out: Path, vit_name: str, rf_name: str | None, count: int = 8, limits: Limits | None = None
 ) -> list[str]:
     """The same ids of held-out emoji through the ViT decoder and a rectified-flow decoder at
     small k: a grid and PSNR per k. Returns Markdown lines."""
@@ -42,7 +43,8 @@ def decoders_side_by_side(
     from tokenizers_vis.evaluation.report import grid_png
     from tokenizers_vis.metrics.reconstruction import psnr
 
-    vit, rf = Tokenizer.from_pretrained(vit_name).eval(), Tokenizer.from_pretrained(rf_name).eval()
+    vit = Tokenizer.from_pretrained(vit_name, limits=limits).eval()
+    rf = Tokenizer.from_pretrained(rf_name, limits=limits).eval()
     if not rf.decoder.generative:
         raise DemoError(f"--rf-model {rf_name}: its decoder is deterministic, not a rectified flow")
     data = build_dataset("emoji", "test", vit.image_size)
@@ -66,7 +68,14 @@ def decoders_side_by_side(
     return lines + table + [""]
 
 
-def gpt_grid(out: Path, gpt: str, num_tokens: int, cfg: float, per_class: int = 8) -> list[str]:
+def gpt_grid(
+    out: Path,
+    gpt: str,
+    num_tokens: int,
+    cfg: float,
+    per_class: int = 8,
+    limits: Limits | None = None,
+) -> list[str]:
     """Class-conditional samples of a GPT decoded by its tokenizer; returns Markdown lines.
 
     The `sample` plug-in command's module (found through its entry point) offers the Python
@@ -84,7 +93,7 @@ def gpt_grid(out: Path, gpt: str, num_tokens: int, cfg: float, per_class: int = 
         raise DemoError(f"the `sample` command ({table['sample'][0]}) has no write_samples()")
     folder = out / "gpt"
     settings = dict(num_tokens=num_tokens, cfg=cfg, n=per_class, grid_cols=per_class)
-    meta = write_samples(gpt, folder, **settings, overwrite=True, quiet=True)
+    meta = write_samples(gpt, folder, **settings, overwrite=True, quiet=True, limits=limits)
     names = list(dict.fromkeys(meta["class_names"] or ["unconditional"]))
     argv = ["--gpt", gpt, "--num-tokens", str(num_tokens), "--cfg", str(cfg), "--n", str(per_class)]
     argv += ["--grid-cols", str(per_class), "--quiet", "--overwrite", "-o", str(folder)]

@@ -23,14 +23,21 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from tokenizers_vis.cli.common import ArgumentParser, number, positive, run
+from tokenizers_vis.cli.common import (
+    ArgumentParser,
+    add_limit_flags,
+    limits_from_args,
+    number,
+    positive,
+    run,
+)
 from tokenizers_vis.codec.bitpack import bit_widths
 from tokenizers_vis.codec.entropy import STATIC_CONFIG
 from tokenizers_vis.codec.identity import directory_identity
 from tokenizers_vis.codec.static_table import STATIC_WEIGHTS, StaticTable
 from tokenizers_vis.data.errors import DataError
 from tokenizers_vis.errors import UsageError
-from tokenizers_vis.hub import PretrainedError, resolve
+from tokenizers_vis.hub import PretrainedError
 from tokenizers_vis.precision import PRECISIONS, DeviceError, autocast, pick_device
 from tokenizers_vis.tokenizer import Tokenizer
 
@@ -74,10 +81,12 @@ def in_sample_bits(table: StaticTable) -> float:
 
 def fit(args: argparse.Namespace) -> int:
     try:
-        directory = resolve(args.model)
+        limits = limits_from_args(args)
+        found = Tokenizer.open_pretrained(args.model, limits)
+        directory = found.path
         device = pick_device(args.device)
-        tok = Tokenizer.from_pretrained(directory, map_location=device).eval()
-        identity = directory_identity(directory)
+        tok = Tokenizer.from_pretrained(found, map_location=device, limits=limits).eval()
+        identity = directory_identity(found)
     except PretrainedError as err:
         raise UsageError(f"--model: {err}") from None
     except DeviceError as err:
@@ -139,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--overwrite", action="store_true", help="replace an existing table")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_limit_flags(p)
     return parser
 
 

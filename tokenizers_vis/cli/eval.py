@@ -29,7 +29,15 @@ from pathlib import Path
 
 import torch
 
-from tokenizers_vis.cli.common import ArgumentParser, int_list, non_negative, positive, run
+from tokenizers_vis.cli.common import (
+    ArgumentParser,
+    add_limit_flags,
+    int_list,
+    limits_from_args,
+    non_negative,
+    positive,
+    run,
+)
 from tokenizers_vis.errors import UsageError
 from tokenizers_vis.evaluation import (
     EvaluationError,
@@ -97,6 +105,7 @@ def cmd_tokenizer_suite(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         use_cache=not args.no_feature_cache,
         progress=not args.quiet,
+        limits=limits_from_args(args),
     )
     return _suite_written(result, out, args)
 
@@ -154,6 +163,7 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         codec_cache=not args.no_codec_cache,
         progress=not args.quiet,
+        limits=limits_from_args(args),
     )
     result.meta["command"] = "vistok eval " + " ".join(args.argv)
     written = write(result, out)
@@ -288,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (default): bf16 only where the hardware runs it natively, else fp32",
     )
     _protocol_options(tok)
+    add_limit_flags(tok)
     tok.set_defaults(func=cmd_tokenizer)
     gen = sub.add_parser("generator", help="gFID / KID of samples against a data split")
     gen.add_argument("--samples", type=Path, required=True, help="folder of images or .npz")

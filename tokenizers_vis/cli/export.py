@@ -15,7 +15,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tokenizers_vis.cli.common import ArgumentParser, positive, run
+from tokenizers_vis.cli.common import (
+    ArgumentParser,
+    add_limit_flags,
+    limits_from_args,
+    positive,
+    run,
+)
 from tokenizers_vis.errors import UsageError
 
 
@@ -35,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     onnx.add_argument("--model", help="shipped model name or pretrained directory to export")
     onnx.add_argument("--opset", type=positive, default=None, help="ONNX opset (default: 18)")
     onnx.add_argument("--overwrite", action="store_true", help="replace a previous ONNX export")
+    add_limit_flags(parser)  # bound loading --model (a checkpoint is the user's own training run)
     return parser
 
 
@@ -81,7 +88,13 @@ def _export_onnx(args: argparse.Namespace) -> int:
     from tokenizers_vis.deploy.onnx_export import DEFAULT_OPSET, export_onnx
 
     try:  # PretrainedError, OnnxExportError, OnnxMissingError: one line from `run`
-        out = export_onnx(args.model, args.onnx, args.opset or DEFAULT_OPSET, args.overwrite)
+        out = export_onnx(
+            args.model,
+            args.onnx,
+            args.opset or DEFAULT_OPSET,
+            args.overwrite,
+            limits=limits_from_args(args),
+        )
     except OutputExistsError as err:
         if not args.onnx.is_dir() or args.overwrite:
             raise

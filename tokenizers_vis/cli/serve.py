@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import sys
 
-from tokenizers_vis.cli.common import ArgumentParser, positive, run
+from tokenizers_vis.cli.common import (
+    ArgumentParser,
+    add_limit_flags,
+    limits_from_args,
+    positive,
+    run,
+)
+from tokenizers_vis.limits import DEFAULT_LIMITS
 
 PROG = "vistok serve"
 
@@ -43,6 +50,7 @@ def build_parser() -> ArgumentParser:
     # small shared machine (2 threads there made slider moves seconds long); raise it for
     # large images on an idle machine.
     p.add_argument("--threads", type=positive, default=1, help="torch threads (default 1)")
+    add_limit_flags(p)  # loading --model and --gpt (--max-pixels is the request limit above)
     return p
 
 
@@ -87,7 +95,13 @@ def main(argv: list[str] | None = None) -> int:
             max_tiles=args.max_tiles,
             auto_tiles=args.auto_tiles,
         )
-        page = Page(args.model, gpt=args.gpt, limits=limits)
+        # --max-pixels is the request limit (checked by the page); the models' own pixel limit
+        # is never below the library's, so a tile canvas rounded up past it is not refused.
+        pixels = max(args.max_pixels, DEFAULT_LIMITS.max_pixels)
+        models = limits_from_args(args).replace(
+            max_pixels=pixels, warn_pixels=max(DEFAULT_LIMITS.warn_pixels, pixels // 2)
+        )
+        page = Page(args.model, gpt=args.gpt, limits=limits, input_limits=models)
         server = Server(page, args.host, port)
         where = "" if args.host in ("127.0.0.1", "localhost", "::1") else " (reachable from "
         where += "other machines)" if where else ""

@@ -38,6 +38,7 @@ from tokenizers_vis.convert.sources import (
     read_tensors,
 )
 from tokenizers_vis.errors import VistokError
+from tokenizers_vis.limits import DEFAULT_LIMITS, Limits
 from tokenizers_vis.safe_read import read_json
 from tokenizers_vis.tokenizer import Tokenizer
 
@@ -65,6 +66,7 @@ def convert(
     vqgan: str | os.PathLike | None = None,
     config: str | os.PathLike | None = None,
     overwrite: bool = False,
+    limits: Limits | None = None,
 ) -> Path:
     """Convert a published checkpoint of `family` into the pretrained directory `dst`.
 
@@ -77,6 +79,8 @@ def convert(
         vqgan: the MaskGIT-VQGAN weights, for the families that decode through it.
         config: the published config.json; default: the one beside the checkpoint, if any.
         overwrite: replace `dst` when it is a previous pretrained directory.
+        limits: bound the published config.json and the safetensors headers (default
+            `DEFAULT_LIMITS`).
 
     Returns:
         `dst`, complete.
@@ -84,14 +88,16 @@ def convert(
     Raises:
         ConversionError: any fault of the inputs, naming the file and what is wrong; nothing
             is written then.
+        LimitError: a config or a safetensors header above `limits`.
     """
+    limits = limits or DEFAULT_LIMITS
     fam = get_family(family)
     dst = Path(dst).expanduser()
     check_destination(dst, overwrite)  # before reading gigabytes
     sources = _sources(fam, src, vqgan)
     config_path = _config_path(sources["model"], config)
-    published = read_config(config_path)
-    tensors = {name: read_tensors(s.path, f"{name} file") for name, s in sources.items()}
+    published = read_config(config_path, limits=limits)
+    tensors = {name: read_tensors(s.path, f"{name} file", limits) for name, s in sources.items()}
     names = ", ".join(str(s.path) for s in sources.values())
     try:
         converted = fam.convert(tensors, published)

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from tokenizers_vis.convert.base import ConversionError
 from tokenizers_vis.hub_cache import cached_repo
+from tokenizers_vis.limits import DEFAULT_LIMITS, Limits, check_limit
 from tokenizers_vis.safe_read import read_json
 
 __all__ = ["Source", "find_checkpoint", "read_config", "read_source", "read_tensors", "sha256"]
@@ -131,7 +132,7 @@ def _is_torch(head: bytes) -> bool:
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
-def _load(path: Path, what: str) -> Any:
+def _load(path: Path, what: str, limits: Limits) -> Any:
     with open(path, "rb") as f:
         head = f.read(16)
     if not head:
@@ -139,6 +140,12 @@ def _load(path: Path, what: str) -> Any:
     if _is_safetensors(head):
         from safetensors.torch import load_file
 
+        from tokenizers_vis.safetensors_header import read_header
+
+        try:  # header size, tensor count, parameters and offsets, before any tensor is read
+            read_header(path, limits, ConversionError)
+        except ConversionError as err:
+            raise ConversionError(f"{what} {err}") from None
         try:
             return load_file(str(path), device="cpu")
         except Exception as err:  # SafetensorError: truncated, bad header, bad offsets ...
@@ -182,14 +189,18 @@ def _unwrap(data: Any) -> Any:
     return data
 
 
-def read_tensors(path: Path, what: str) -> dict[str, Tensor]:
+def read_tensors(path: Path, what: str, limits: Limits = DEFAULT_LIMITS) -> dict[str, Tensor]:
     """The file's tensors by name (CPU), or a ConversionError naming the file and the fault.
+
+    A safetensors file's header is checked against `limits` (header size, tensor count,
+    parameters) before any tensor is read; a PyTorch file's counts once it is mapped.
 
     Raises:
         ConversionError: unreadable, damaged, not loadable without running code, not a mapping,
             or a key that is not a string or a value that is not a tensor.
+        LimitError: a header, tensor count or parameter count above `limits`.
     """
-    data = _unwrap(_load(path, what))
+    data = _unwrap(_load(path, what, limits))
     if not isinstance(data, dict):
         raise ConversionError(
             f"{what} {path} holds a {type(data).__name__}, not a state dict (names -> tensors)"
@@ -203,16 +214,23 @@ def read_tensors(path: Path, what: str) -> dict[str, Tensor]:
         )
     if not data:
         raise ConversionError(f"{what} {path} holds no tensors")
+    # A PyTorch file has no header to check first; mapped (zip) or loaded, its counts are checked
+    # before any conversion works on its tensors. (A safetensors file was checked above.)
+    check_limit(path, "tensors", len(data), limits, "max_tensors")
+    check_limit(path, "parameters", sum(t.numel() for t in data.values()), limits, "max_parameters")
     return data
 
 
-def read_config(path: Path | None, what: str = "config") -> dict[str, Any] | None:
-    """Parse a published config.json (a JSON object) or return None for no file."""
+def read_config(
+    path: Path | None, what: str = "config", limits: Limits = DEFAULT_LIMITS
+) -> dict[str, Any] | None:
+    """Parse a published config.json (a JSON object, within `limits`) or return None for no
+    file."""
     if path is None:
         return None
     _check_file(path, what)
     try:
-        config = read_json(path, error=ConversionError)  # bounded: size, UTF-8, nesting
+        config = read_json(path, limits, ConversionError)  # bounded: size, UTF-8, nesting
     except ConversionError as err:
         raise ConversionError(f"{what} {err}") from None
     if not isinstance(config, dict):

@@ -39,6 +39,7 @@ from tokenizers_vis.deploy.onnx_runtime import (
     OnnxTokenizer,
 )
 from tokenizers_vis.errors import VistokError
+from tokenizers_vis.limits import Limits
 from tokenizers_vis.safe_read import read_json
 from tokenizers_vis.tokenizer import Tokenizer, Tokens, prefix_lengths
 
@@ -66,6 +67,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     overwrite: bool = False,
     check: bool = True,
+    limits: Limits | None = None,
 ) -> Path:
     """Export `tokenizer`'s encoder and decoder to ONNX; returns `out_dir`.
 
@@ -77,6 +79,7 @@ def export_onnx(
         opset: ONNX opset version.
         overwrite: replace an existing export in `out_dir`.
         check: run both graphs with onnxruntime against PyTorch before publishing.
+        limits: input limits for loading a pretrained `tokenizer` (default `DEFAULT_LIMITS`).
 
     Raises:
         OutputExistsError: `out_dir` is a file, or a non-empty directory and `overwrite` is
@@ -90,7 +93,7 @@ def export_onnx(
     _check_destination(out_dir, overwrite)  # before minutes of work, and again when publishing
     source = None if isinstance(tokenizer, Tokenizer) else str(tokenizer)
     if source is not None:
-        tokenizer = Tokenizer.from_pretrained(tokenizer)
+        tokenizer = Tokenizer.from_pretrained(tokenizer, limits=limits)
     try:
         check_exportable(tokenizer)
     except ValueError as err:

@@ -36,6 +36,7 @@ from torch import Tensor
 from tokenizers_vis.evaluation import inputs, scoring
 from tokenizers_vis.evaluation.cache import CodecCache
 from tokenizers_vis.evaluation.inputs import EvaluationError
+from tokenizers_vis.limits import Limits
 from tokenizers_vis.precision import DeviceError, cpu_model_name, pick_device, resolve_precision
 
 RATE_KEYS = ("k", "quality", "bits_per_image", "bytes_per_image", "seconds_per_image")
@@ -147,12 +148,12 @@ def _device(device: str | torch.device) -> torch.device:
         raise EvaluationError(str(err)) from None
 
 
-def _model(model, device: torch.device):
+def _model(model, device: torch.device, limits: Limits | None = None):
     from tokenizers_vis.tokenizer import Tokenizer
 
     if isinstance(model, Tokenizer):
         return model.to(device).eval(), {"name": "(in memory)", "path": None}
-    tok = inputs.load_model(str(model), device)
+    tok = inputs.load_model(str(model), device, limits)
     from tokenizers_vis.hub import resolve
 
     return tok, {"name": str(model), "path": str(resolve(model).resolve())}
@@ -213,6 +214,7 @@ def evaluate_tokenizer(
     codec_cache: bool = True,
     grid_images: int = 8,
     progress: bool = False,
+    limits: Limits | None = None,
 ) -> TokenizerEvaluation:
     """Sweep a tokenizer over token counts and compare it with JPEG / WebP on the same images.
 
@@ -233,10 +235,11 @@ def evaluate_tokenizer(
         cache_dir: root of the reference-feature and codec caches (default vistok's).
         codec_cache: reuse and store codec rows.
         progress: show progress bars.
+        limits: input limits for loading `model` (default `limits.DEFAULT_LIMITS`).
     """
     start = time.time()
     dev = _device(device)
-    tok, identity = _model(model, dev)
+    tok, identity = _model(model, dev, limits)
     resolve_precision(precision, dev)  # a bad name fails here, before anything runs
     ks = inputs.sweep_ks(ks, tok.max_tokens)
     plan = inputs.codec_plan(codecs, qualities)

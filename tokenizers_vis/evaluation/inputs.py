@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from tokenizers_vis.errors import VistokError
+from tokenizers_vis.limits import Limits
 
 CODEC_QUALITY_RANGE = {"jpeg": (1, 95), "webp": (0, 100)}
 PERCEPTUAL_KINDS = ("inception", "lpips_vgg", "auto", "none")
@@ -165,11 +166,11 @@ def needs_inception(fid: bool, perceptual: str) -> bool:
     return fid or inception_perceptual
 
 
-def load_model(name: str, device: torch.device):
+def load_model(name: str, device: torch.device, limits: Limits | None = None):
     from tokenizers_vis import Tokenizer
 
     try:
-        return Tokenizer.from_pretrained(name, map_location=device)
+        return Tokenizer.from_pretrained(name, map_location=device, limits=limits)
     except (VistokError, OSError) as err:  # PretrainedError, a missing file
         raise EvaluationError(f"model {name}: {err}") from None
 

@@ -32,6 +32,7 @@ from tokenizers_vis.evaluation.reference_batch import (
 )
 from tokenizers_vis.evaluation.sources import NpzSource, open_source
 from tokenizers_vis.evaluation.streaming import PassResult, stream_pass
+from tokenizers_vis.limits import Limits
 from tokenizers_vis.metrics.inception_features import FeatureSet, batch_features
 from tokenizers_vis.metrics.suite import ReferenceSide, suite_metrics
 
@@ -293,15 +294,17 @@ def evaluate_tokenizer_suite(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     progress: bool = False,
+    limits: Limits | None = None,
 ) -> SuiteEvaluation:
     """rFID, sFID, IS, precision / recall, KID, PSNR, SSIM, MS-SSIM per token count k, every
-    image of ``data`` (through the protocol's crop) against its own reconstructions."""
+    image of ``data`` (through the protocol's crop) against its own reconstructions; ``limits``
+    bound loading ``model`` (default `limits.DEFAULT_LIMITS`)."""
     from tokenizers_vis.evaluation.api import _model
     from tokenizers_vis.precision import resolve_precision
 
     start = time.time()
     dev, proto, net, info = _setup(device, protocol)
-    tok, identity = _model(model, dev)
+    tok, identity = _model(model, dev, limits)
     resolve_precision(precision, dev)
     if proto is not None and tok.image_size != proto.image_size:
         raise EvaluationError(

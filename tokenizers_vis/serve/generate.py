@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from tokenizers_vis.limits import DEFAULT_LIMITS, Limits
 from tokenizers_vis.serve.images import PageError
 from tokenizers_vis.serve.jobs import Job
 from tokenizers_vis.serve.views import png_data_url
@@ -39,10 +40,12 @@ class Generator:
     Args:
         gpt: a shipped GPT's name or a pretrained GPT directory (`vistok sample --gpt`).
         workdir: the server's temporary directory.
+        limits: input limits for loading the GPT, here and in each `vistok sample` run.
     """
 
-    def __init__(self, gpt: str, workdir: Path) -> None:
+    def __init__(self, gpt: str, workdir: Path, limits: Limits | None = None) -> None:
         self.gpt, self.workdir = gpt, workdir
+        self.limits = limits or DEFAULT_LIMITS
         self.info: dict[str, Any] = {"available": False, "gpt": gpt}
         self._main = None
         try:
@@ -53,7 +56,7 @@ class Generator:
             if "sample" not in table:
                 self.info["reason"] = "the `generation` package is not installed (no `sample`)"
                 return
-            model = load_entropy_model(gpt)
+            model = load_entropy_model(gpt, self.limits)
             self._main = importlib.import_module(table["sample"][0]).main
         except (ImportError, ValueError) as err:
             self.info["reason"] = f"--gpt {gpt}: {' '.join(str(err).split())}"
@@ -92,6 +95,7 @@ class Generator:
         argv += ["--seed", str(seed), "--grid-cols", str(n), "--quiet", "-o", str(out)]
         if guidance != 1.0:
             argv += ["--cfg", f"{guidance:g}"]
+        argv += _limit_argv(self.limits)
         err = io.StringIO()
         with (
             _STDERR_LOCK,
@@ -104,3 +108,16 @@ class Generator:
         with np.load(out / "samples.npz", allow_pickle=False) as z:
             samples = z["samples"]  # (n h w 3) uint8
         return [Image.fromarray(s) for s in samples]
+
+
+def _limit_argv(limits: Limits) -> list[str]:
+    """The `vistok sample` flags that give it the model limits the server loaded its GPT under
+    (`cli.common.limits_from_args` maps them back to the same `Limits`)."""
+    flags = (
+        ("--max-config-bytes", limits.max_json_bytes, DEFAULT_LIMITS.max_json_bytes),
+        ("--max-parameters", limits.max_parameters, DEFAULT_LIMITS.max_parameters),
+        ("--max-memory", limits.max_work_bytes >> 20, DEFAULT_LIMITS.max_work_bytes >> 20),
+    )
+    return [
+        part for flag, value, default in flags if value != default for part in (flag, str(value))
+    ]

@@ -21,6 +21,7 @@ import torch
 
 from tokenizers_vis import codec, list_pretrained
 from tokenizers_vis.errors import VistokError
+from tokenizers_vis.limits import Limits
 from tokenizers_vis.metrics import bits_per_token
 
 __all__ = ["ModelSet", "ServedModel"]
@@ -83,9 +84,15 @@ class ModelSet:
     Args:
         extra: `--model` values: shipped names or pretrained directories.
         shipped: include every shipped tokenizer (`tokenizers_vis.list_pretrained()`).
+        limits: input limits for loading each model (default `limits.DEFAULT_LIMITS`).
     """
 
-    def __init__(self, extra: list[str] | tuple[str, ...] = (), shipped: bool = True) -> None:
+    def __init__(
+        self,
+        extra: list[str] | tuple[str, ...] = (),
+        shipped: bool = True,
+        limits: Limits | None = None,
+    ) -> None:
         sources = list(list_pretrained()) if shipped else []
         sources += [m for m in extra if m not in sources]
         if not sources:
@@ -96,7 +103,9 @@ class ModelSet:
             while key in self.models:
                 key += "_"
             try:
-                c = codec.Codec.from_pretrained(source, device="cpu", precision="fp32")
+                c = codec.Codec.from_pretrained(
+                    source, device="cpu", precision="fp32", limits=limits
+                )
             except ValueError as err:  # PretrainedError: a --model that is not a tokenizer
                 raise VistokError(f"--model {source}: {' '.join(str(err).split())}") from None
             self.models[key] = ServedModel(key, str(source), c, ids_fingerprint(c.tokenizer))

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from tokenizers_vis import codec
+from tokenizers_vis.limits import Limits as InputLimits
 from tokenizers_vis.serve.generate import Generator
 from tokenizers_vis.serve.images import LRU, ImageEntry, PageError, example_images, read_image
 from tokenizers_vis.serve.jobs import Job, JobRunner
@@ -80,6 +81,8 @@ class Page:
         models: `--model` values besides the shipped tokenizers.
         gpt: the GPT of the generation tab.
         limits: request limits.
+        input_limits: limits for loading the models (`tokenizers_vis.limits`; default its
+            `DEFAULT_LIMITS`).
         workdir: the only folder the server writes to (default: a new temporary folder, removed
             by `close`).
     """
@@ -90,9 +93,10 @@ class Page:
         gpt: str = "gpt_emoji",
         limits: Limits | None = None,
         workdir: str | Path | None = None,
+        input_limits: InputLimits | None = None,
     ) -> None:
         self.limits = limits or Limits()
-        self.models = ModelSet(models)
+        self.models = ModelSet(models, limits=input_limits)
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="vistok-serve-"))
         self.explorer = Explorer(self.limits.max_tiles, self.limits.auto_tiles)
@@ -100,7 +104,7 @@ class Page:
             512 * 2**20, lambda e: e.image.width * e.image.height * 3
         )  # uploads live in memory only
         self.jobs = JobRunner()
-        self.generator = Generator(gpt, self.workdir)
+        self.generator = Generator(gpt, self.workdir, input_limits)
         self._examples: dict[str, tuple[str, Image.Image]] | None = None
 
     def close(self) -> None:
