@@ -70,3 +70,67 @@ def test_tokenizer_parts_agree_inside_and_outside() -> None:
         with onednn_linear():
             fast = dec(enc(images)).images
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+
+
+def _tiny_tokenizer():
+    from tokenizers_vis.tokenizer import Tokenizer
+
+    torch.manual_seed(0)
+    spec = {"name": "vit_1d", "patch_size": 4, "width": 32, "depth": 2, "num_heads": 4}
+    return Tokenizer(16, 5, spec, {"name": "fsq", "levels": [5, 5, 5]}, spec).eval()
+
+
+def test_weight_cache_gives_autocast_s_values_and_casts_once(monkeypatch) -> None:
+    tok = _tiny_tokenizer()
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain_ids = tok.quantizer(tok.encoder(images)).ids  # autocast alone
+        plain = tok.decode_codes(tok.quantizer.ids_to_codes(plain_ids), torch.tensor([5, 5]))
+    cpu_gemm.clear_weight_cache()
+    casts: list[int] = []
+    original = cpu_gemm._cached_cast
+
+    def counting(weight, dtype):  # noqa: ANN001, ANN202
+        before = len(cpu_gemm._CACHE), cpu_gemm._CACHE.get(id(weight))
+        out = original(weight, dtype)
+        casts.append(int(cpu_gemm._CACHE.get(id(weight)) is not before[1]))
+        return out
+
+    monkeypatch.setattr(cpu_gemm, "_cached_cast", counting)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first = tok.encode(images).ids
+        calls_once = len(casts)
+        again = tok.encode(images).ids
+        pixels = tok.decode(again)
+    assert torch.equal(first, plain_ids) and torch.equal(again, plain_ids)
+    torch.testing.assert_close(pixels, plain, rtol=0, atol=0)  # bit-identical
+    assert calls_once > 0 and sum(casts[:calls_once]) == calls_once  # every weight cast once ...
+    assert sum(casts[calls_once : 2 * calls_once]) == 0  # ... and reused by the second call
+
+
+def test_weight_cache_follows_weight_updates_and_parameter_lifetime() -> None:
+    cpu_gemm.clear_weight_cache()
+    layer = torch.nn.Linear(8, 4)
+    x = torch.randn(3, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with cpu_gemm.autocast_weight_cache():
+            before = layer(x)
+        layer.weight.mul_(2)  # an in-place update bumps the version: the copy is stale
+        with cpu_gemm.autocast_weight_cache():
+            after = layer(x)
+        expected = layer(x)  # plain autocast
+    assert torch.equal(after, expected) and not torch.equal(after, before)
+    assert len(cpu_gemm._CACHE) == 1
+    del layer
+    assert len(cpu_gemm._CACHE) == 0  # freed with its parameter
+
+
+def test_weight_cache_is_off_in_fp32_and_with_gradients() -> None:
+    cpu_gemm.clear_weight_cache()
+    layer = torch.nn.Linear(8, 4)
+    x = torch.randn(3, 8)
+    with cpu_gemm.autocast_weight_cache(), torch.no_grad():
+        layer(x)  # no autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16), cpu_gemm.autocast_weight_cache():
+        layer(x).sum().backward()  # gradients: autocast's own casts, nothing kept
+    assert len(cpu_gemm._CACHE) == 0 and layer.weight.grad is not None

@@ -1,4 +1,14 @@
-"""Which library computes fp32 linear layers on CPU during inference: oneDNN instead of MKL.
+"""How linear layers and convolutions run on CPU during inference.
+
+1. `autocast_weight_cache()`: under CPU bf16 / fp16 autocast without gradients, autocast casts
+   every fp32 weight to the low precision on every call (for TiTok-B-64's encoder, 6 % of a bf16
+   encode on an AMD EPYC core). Inside, `F.linear` and `F.conv2d` receive a copy cast once and
+   kept in `cache` until the weight changes (its version counter): the values autocast would
+   make, so outputs are bit-identical. `Tokenizer.encode` / `decode` run inside it; the copies
+   (half the fp32 weights' memory) live as long as their parameters, or until
+   `clear_weight_cache()`.
+
+2. `onednn_linear()`: which library computes fp32 linear layers, oneDNN instead of MKL.
 
 PyTorch sends an fp32 `F.linear` on CPU to MKL's sgemm. On AMD processors MKL does not take its
 fastest code path, while oneDNN (which PyTorch already uses for convolutions and for bf16 matrix
@@ -18,12 +28,13 @@ gradient are rerouted; anything else (autocast, another dtype or device, autogra
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 
@@ -69,4 +80,78 @@ def onednn_linear(enabled: bool = True) -> Iterator[None]:
         yield
         return
     with _OneDNNLinear():
+        yield
+
+
+# id(parameter) -> (weak reference to it, its version when cast, the cast copy). An entry goes when
+# its parameter is freed (the reference's callback), so it lives exactly as long as the model.
+_CACHE: dict[int, tuple[weakref.ref, int, Tensor]] = {}
+_CAST_FUNCTIONS = {F.linear: 1, F.conv2d: 1}  # function -> position of its weight argument
+
+
+def _autocast_cpu_dtype() -> torch.dtype | None:
+    """The low precision CPU autocast runs matrix products in, or None when it is off."""
+    if not torch.is_autocast_enabled("cpu") or torch.is_grad_enabled():
+        return None
+    dtype = torch.get_autocast_dtype("cpu")
+    return dtype if dtype in (torch.bfloat16, torch.float16) else None
+
+
+def _cached_cast(weight: nn.Parameter, dtype: torch.dtype) -> Tensor:
+    key = id(weight)
+    hit = _CACHE.get(key)
+    # The weak reference guards against a new parameter reusing a freed one's id.
+    if (
+        hit is not None
+        and hit[0]() is weight
+        and hit[1] == weight._version
+        and hit[2].dtype == dtype
+    ):
+        return hit[2]
+    cast = weight.detach().to(dtype)
+    _CACHE[key] = (
+        weakref.ref(weight, lambda _, key=key: _CACHE.pop(key, None)),
+        weight._version,
+        cast,
+    )
+    return cast
+
+
+def clear_weight_cache() -> None:
+    """Frees every cast copy `autocast_weight_cache` keeps."""
+    _CACHE.clear()
+
+
+def _cacheable(weight: Any) -> bool:
+    # Parameters only: a weight computed per call (a folded kernel) would never be reused.
+    return (
+        isinstance(weight, nn.Parameter)
+        and weight.dtype == torch.float32
+        and weight.device.type == "cpu"
+    )
+
+
+class _CastWeights(TorchFunctionMode):
+    """Hands eligible linears / convolutions their weight cast once (see the module)."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        where = _CAST_FUNCTIONS.get(func)
+        if where is not None and len(args) > where and _cacheable(args[where]):
+            args = (*args[:where], _cached_cast(args[where], self.dtype), *args[where + 1 :])
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def autocast_weight_cache() -> Iterator[None]:
+    """Inside: CPU low-precision autocast without gradients reuses weights cast once (module)."""
+    dtype = _autocast_cpu_dtype()
+    if dtype is None:
+        yield
+        return
+    with _CastWeights(dtype):
         yield

@@ -17,6 +17,9 @@ Changes: sized by parameters so tests build a tiny one. The nearest x2 upsamplin
 as one 2x2 convolution on the coarse grid with four output phases (`upsample_conv`): the same
 function, 16 instead of 36 multiply-adds per coarse pixel and channel pair, and no x4 copy of the
 input (the four upsampling convs are a quarter of the decoder's work at the published size).
+The activations run channels-last (NHWC): oneDNN's convolutions and GroupNorm take that layout
+without a reorder per layer, 1.25x (fp32) and 1.18x (bf16) faster for the published decoder on
+one AMD EPYC core (batch 2, 256 px); outputs equal to 4e-5 in fp32.
 """
 
 from __future__ import annotations
@@ -171,10 +174,12 @@ class MaskGITVQGANDecoder(nn.Module):
         return self.decode_codes(codes)
 
     def decode_codes(self, codes: Tensor) -> Tensor:
-        """codes (b d h w) -> images (b 3 H W)."""
-        x = self.conv_in(codes)  # (b c h w)
+        """codes (b d h w) -> images (b 3 H W), in the ordinary (NCHW) layout."""
+        # NHWC from the first conv on: every later layer inherits its input's layout.
+        x = self.conv_in(codes.contiguous(memory_format=torch.channels_last))  # (b c h w)
         for block in self.mid:
             x = block(x)
         for stage in self.stages:
             x = stage(x)  # (b c' 2h 2w) until the finest level
-        return self.conv_out(F.silu(self.norm_out(x), inplace=not torch.is_grad_enabled()))
+        x = self.conv_out(F.silu(self.norm_out(x), inplace=not torch.is_grad_enabled()))
+        return x.contiguous()  # (b 3 H W)
