@@ -303,6 +303,18 @@ def test_parse_spec_forms():
     assert parse_spec("folder:/data/x") == ("folder", {"root": "/data/x"})
     assert parse_spec("shards:/s/train-*.tar") == ("shards", {"urls": "/s/train-*.tar"})
     assert parse_spec({"name": "photos", "scale": [0.5, 1]}) == ("photos", {"scale": [0.5, 1]})
+    # The dict form as JSON text, as a command line passes it.
+    assert parse_spec(' {"name": "photos", "zoom": [1, 32]}') == ("photos", {"zoom": [1, 32]})
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [('{"name": "photos",', "not valid JSON"), ("[1]", "unknown dataset"),
+     ('{"name": "photos"' + " " * 70000 + "}", "at most 65536"), ("{" * 5, "not valid JSON")],
+)  # fmt: skip
+def test_bad_json_specs_are_data_errors(spec, match):
+    with pytest.raises(ValueError, match=match):
+        parse_spec(spec)
 
 
 @pytest.mark.parametrize("spec", ["imagenet", {"root": "/x"}, "/some/dir"])

@@ -8,10 +8,13 @@ Specs:
                                   ShardDataset (one ordered pass unless told otherwise)
     {"name": "folder", "root": "/path", ...}   the dict form; other keys are constructor
                                                arguments, overridden by keyword arguments
+    '{"name": "photos", "zoom": [1, 32]}'      the dict form as JSON text, for command lines
+                                               (`vistok eval tokenizer --data '{...}'`)
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -53,12 +56,29 @@ def _known() -> str:
     return ", ".join(f"{n}:<{arg}>" if arg else n for n, (_, arg) in DATASETS.items())
 
 
+MAX_JSON_SPEC = 65536  # characters: a spec is a handful of keys, never a document
+
+
+def _json_spec(text: str) -> dict:
+    if len(text) > MAX_JSON_SPEC:
+        raise DataError(f"a JSON data spec is at most {MAX_JSON_SPEC} characters, got {len(text)}")
+    try:
+        spec = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise DataError(f"data spec {text[:80]!r} is not valid JSON: {err}") from None
+    if not isinstance(spec, dict):
+        raise DataError(f"a JSON data spec must be an object, got {type(spec).__name__}")
+    return spec
+
+
 def parse_spec(spec: str | dict) -> tuple[str, dict[str, Any]]:
     """A data spec -> (dataset name, constructor kwargs).
 
     Raises:
-        DataError: unknown name or a missing path, with the known specs listed.
+        DataError: unknown name, a missing path or malformed JSON, with the known specs listed.
     """
+    if isinstance(spec, str) and spec.lstrip().startswith("{"):
+        spec = _json_spec(spec)
     if isinstance(spec, dict):
         kwargs = dict(spec)
         name = str(kwargs.pop("name", ""))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,6 +73,12 @@ def canonical_spec(text: str) -> str:
     from tokenizers_vis.data.build import DATASETS, parse_spec
     from tokenizers_vis.data.errors import DataError
 
+    if text.lstrip().startswith("{"):  # the JSON dict form: keys sorted, one spelling
+        try:
+            name, kwargs = parse_spec(text)
+        except DataError as err:
+            raise EvaluationError(f"data: {err}") from None
+        return json.dumps({"name": name, **kwargs}, sort_keys=True)
     name, _, path = text.partition(":")
     if name not in DATASETS and Path(text).is_dir():
         name, path = "folder", text  # a bare directory, as `vistok data` accepts
