@@ -113,10 +113,10 @@ def test_weight_cache_follows_weight_updates_and_parameter_lifetime() -> None:
     layer = torch.nn.Linear(8, 4)
     x = torch.randn(3, 8)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        with cpu_gemm.autocast_weight_cache():
+        with cpu_gemm.inference_gemms():
             before = layer(x)
         layer.weight.mul_(2)  # an in-place update bumps the version: the copy is stale
-        with cpu_gemm.autocast_weight_cache():
+        with cpu_gemm.inference_gemms():
             after = layer(x)
         expected = layer(x)  # plain autocast
     assert torch.equal(after, expected) and not torch.equal(after, before)
@@ -129,8 +129,43 @@ def test_weight_cache_is_off_in_fp32_and_with_gradients() -> None:
     cpu_gemm.clear_weight_cache()
     layer = torch.nn.Linear(8, 4)
     x = torch.randn(3, 8)
-    with cpu_gemm.autocast_weight_cache(), torch.no_grad():
+    with cpu_gemm.inference_gemms(), torch.no_grad():
         layer(x)  # no autocast
-    with torch.autocast("cpu", dtype=torch.bfloat16), cpu_gemm.autocast_weight_cache():
+    with torch.autocast("cpu", dtype=torch.bfloat16), cpu_gemm.inference_gemms():
         layer(x).sum().backward()  # gradients: autocast's own casts, nothing kept
     assert len(cpu_gemm._CACHE) == 0 and layer.weight.grad is not None
+
+
+def test_linear_library_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tokenizers_vis.errors import VistokError
+
+    monkeypatch.setattr(cpu_gemm, "_cpu_vendor", lambda: "AuthenticAMD")
+    monkeypatch.delenv(cpu_gemm.ENV, raising=False)
+    assert cpu_gemm.linear_library() == "onednn"  # MKL's slow path on AMD
+    monkeypatch.setattr(cpu_gemm, "_cpu_vendor", lambda: "GenuineIntel")
+    assert cpu_gemm.linear_library() == "mkl"
+    monkeypatch.setenv(cpu_gemm.ENV, "ONEDNN")
+    assert cpu_gemm.linear_library() == "onednn"
+    with cpu_gemm.cpu_linear("mkl"):  # a block's choice wins over the environment
+        assert cpu_gemm.linear_library() == "mkl"
+    monkeypatch.setenv(cpu_gemm.ENV, "blas")
+    with pytest.raises(VistokError, match="VISTOK_CPU_LINEAR='blas': expected one of auto"):
+        cpu_gemm.linear_library()
+    with pytest.raises(ValueError, match="library must be one of"):
+        with cpu_gemm.cpu_linear("blas"):
+            pass
+
+
+@pytest.mark.parametrize("library", ["onednn", "mkl"])
+def test_tokenizer_follows_the_policy(rerouted: list, library: str) -> None:
+    tok = _tiny_tokenizer()
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        plain_ids = tok.quantizer(tok.encoder(images)).ids  # MKL: outside inference_gemms
+    with cpu_gemm.cpu_linear(library):
+        ids = tok.encode(images).ids
+        pixels = tok.decode(ids)
+    assert bool(rerouted) == (library == "onednn")
+    assert torch.equal(ids, plain_ids)
+    with cpu_gemm.cpu_linear("mkl"):
+        torch.testing.assert_close(pixels, tok.decode(ids), rtol=0, atol=1e-5)

@@ -1,4 +1,4 @@
-"""Every shipped model's outputs stay bit-identical across refactors.
+"""Every shipped model's outputs stay the same across refactors.
 
 `tests/fixtures/shipped_outputs.safetensors` holds, for each shipped tokenizer, the ids of the
 first held-out images of its card's split and their decodes at k = 1, 4 and K (the rectified-flow
@@ -6,8 +6,10 @@ decoder at 4 seeded steps), and for the shipped GPT the logits of a fixed prefix
 sample; recorded by `python tests/test_shipped_outputs.py` on the code before a change. All in
 fp32 on one thread: the same kernels on every run of a machine.
 
-Ids and GPT samples must match exactly; pixels and logits to 1e-6 (a different CPU class may
-round a last bit differently inside oneDNN; on the machine that recorded them they are equal).
+Ids and GPT samples must match exactly; GPT logits to 1e-6, pixels to 1e-5: a different CPU
+class may round a last bit differently inside oneDNN, and on AMD CPUs the tokenizers' fp32
+linears run on oneDNN rather than MKL (`cpu_gemm.linear_library`; 4e-6 at most on the
+recording's images). A refactor that changes what is computed moves them by far more.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def test_shipped_tokenizer_outputs_unchanged(name: str, recorded: dict) -> None:
     assert now.keys() == {k for k in recorded if k.startswith(name + "/")}
     assert torch.equal(now[f"{name}/ids"], recorded[f"{name}/ids"])
     for key, value in now.items():
-        torch.testing.assert_close(value, recorded[key], rtol=0, atol=1e-6, msg=key)
+        torch.testing.assert_close(value, recorded[key], rtol=0, atol=1e-5, msg=key)
 
 
 def test_shipped_gpt_outputs_unchanged(recorded: dict) -> None:

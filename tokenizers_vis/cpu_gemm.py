@@ -1,35 +1,40 @@
-"""How linear layers and convolutions run on CPU during inference.
+"""How linear layers and convolutions run on CPU during inference (`Tokenizer.encode` / `decode`
+run inside `inference_gemms()`; without gradients only, on CPU only).
 
-1. `autocast_weight_cache()`: under CPU bf16 / fp16 autocast without gradients, autocast casts
-   every fp32 weight to the low precision on every call (for TiTok-B-64's encoder, 6 % of a bf16
-   encode on an AMD EPYC core). Inside, `F.linear` and `F.conv2d` receive a copy cast once and
-   kept in `cache` until the weight changes (its version counter): the values autocast would
-   make, so outputs are bit-identical. `Tokenizer.encode` / `decode` run inside it; the copies
-   (half the fp32 weights' memory) live as long as their parameters, or until
+1. **Weights cast once** under CPU bf16 / fp16 autocast. Autocast casts every fp32 weight to the
+   low precision on every call (for TiTok-B-64's encoder, 6 % of a bf16 encode on an AMD EPYC
+   core). Here `F.linear` and `F.conv2d` receive a copy cast once and kept until the weight
+   changes (its version counter): the values autocast would make, so outputs are bit-identical.
+   The copies (half the fp32 weights' memory) live as long as their parameters, or until
    `clear_weight_cache()`.
 
-2. `onednn_linear()`: which library computes fp32 linear layers, oneDNN instead of MKL.
+2. **Which library computes fp32 linears.** PyTorch sends an fp32 `F.linear` on CPU to MKL's
+   sgemm. On AMD processors MKL does not take its fastest code path, while oneDNN (which PyTorch
+   already uses for convolutions and for bf16 matrix products) picks its kernels from the CPU's
+   instruction set. Measured on the 2-core AMD EPYC with AVX512 these tokenizers are benchmarked
+   on (one thread, TiTok-B-64's shapes): oneDNN was 1.17x to 1.39x faster per matrix product
+   (reports/bench-amd-epyc.md), and a TiTok-B-64 encode 1.13x faster. So `VISTOK_CPU_LINEAR=auto`
+   (the default) uses oneDNN on AMD CPUs and MKL elsewhere (on Intel CPUs MKL is the fast one);
+   `onednn` / `mkl` force one. A different library sums in a different order: outputs move in
+   the last bits (our shipped models' pixels by up to 4e-6, ids unchanged;
+   tests/test_shipped_outputs.py allows 1e-5).
 
-PyTorch sends an fp32 `F.linear` on CPU to MKL's sgemm. On AMD processors MKL does not take its
-fastest code path, while oneDNN (which PyTorch already uses for convolutions and for bf16 matrix
-products) picks its kernels from the CPU's instruction set. Measured on the 2-core AMD EPYC with
-AVX512 these tokenizers are benchmarked on (one thread, TiTok-B-64's shapes, 642 rows): oneDNN
-was 1.17x to 1.39x faster per matrix product (reports/bench-amd-epyc.md).
+`cpu_linear("mkl" | "onednn" | "auto")` picks (2) for a block of code, whatever the environment
+says (the benchmark runs both libraries side by side):
 
-It is opt-in, not a default: a different library sums in a different order, so outputs move in
-the last bits, and our shipped models' outputs are pinned bit-for-bit
-(tests/test_shipped_outputs.py). Inside `onednn_linear()` only fp32 CPU linears that need no
-gradient are rerouted; anything else (autocast, another dtype or device, autograd) runs as usual.
-
-    with torch.inference_mode(), onednn_linear():
+    with cpu_linear("onednn"):
         ids = tokenizer.encode(images).ids
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
+import os
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,10 +42,42 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+ENV = "VISTOK_CPU_LINEAR"
+LIBRARIES = ("auto", "onednn", "mkl")
+
+# id(parameter) -> (weak reference to it, its version when cast, the cast copy). An entry goes when
+# its parameter is freed (the reference's callback), so it lives exactly as long as the model.
+_CACHE: dict[int, tuple[weakref.ref, int, Tensor]] = {}
+_FORCED: contextvars.ContextVar[str | None] = contextvars.ContextVar("cpu_linear", default=None)
+_CAST_FUNCTIONS = {F.linear: 1, F.conv2d: 1}  # function -> position of its weight argument
+
 
 def onednn_available() -> bool:
     """True where this PyTorch build has oneDNN (mkldnn) for CPU."""
     return torch.backends.mkldnn.is_available()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_vendor() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def linear_library() -> str:
+    """ "onednn" or "mkl": who computes fp32 CPU linears in `inference_gemms()` (module)."""
+    choice = _FORCED.get() or os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if choice not in LIBRARIES:
+        from tokenizers_vis.errors import VistokError
+
+        raise VistokError(f"{ENV}={choice!r}: expected one of {', '.join(LIBRARIES)}")
+    if choice == "auto":
+        choice = "onednn" if _cpu_vendor() == "AuthenticAMD" else "mkl"
+    return "onednn" if choice == "onednn" and onednn_available() else "mkl"
 
 
 def _reroutable(x: Any, weight: Any, bias: Any) -> bool:
@@ -55,38 +92,9 @@ def _reroutable(x: Any, weight: Any, bias: Any) -> bool:
     )
 
 
-class _OneDNNLinear(TorchFunctionMode):
-    """Reroutes eligible `F.linear` calls to oneDNN's fp32 matrix product."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-        kwargs = kwargs or {}
-        if func is F.linear:
-            x, weight, *rest = args
-            bias = rest[0] if rest else kwargs.get("bias")
-            if _reroutable(x, weight, bias):
-                return onednn_matmul(x, weight, bias)
-        return func(*args, **kwargs)
-
-
 def onednn_matmul(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """x (.. in), weight (out in), bias (out) -> (.. out): `F.linear` computed by oneDNN."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-
-@contextlib.contextmanager
-def onednn_linear(enabled: bool = True) -> Iterator[None]:
-    """Inside: fp32 CPU linear layers without gradients run on oneDNN (see the module)."""
-    if not enabled or not onednn_available():
-        yield
-        return
-    with _OneDNNLinear():
-        yield
-
-
-# id(parameter) -> (weak reference to it, its version when cast, the cast copy). An entry goes when
-# its parameter is freed (the reference's callback), so it lives exactly as long as the model.
-_CACHE: dict[int, tuple[weakref.ref, int, Tensor]] = {}
-_CAST_FUNCTIONS = {F.linear: 1, F.conv2d: 1}  # function -> position of its weight argument
 
 
 def _autocast_cpu_dtype() -> torch.dtype | None:
@@ -101,24 +109,17 @@ def _cached_cast(weight: nn.Parameter, dtype: torch.dtype) -> Tensor:
     key = id(weight)
     hit = _CACHE.get(key)
     # The weak reference guards against a new parameter reusing a freed one's id.
-    if (
-        hit is not None
-        and hit[0]() is weight
-        and hit[1] == weight._version
-        and hit[2].dtype == dtype
-    ):
-        return hit[2]
+    if hit is not None and hit[0]() is weight and hit[1] == weight._version:
+        if hit[2].dtype == dtype:
+            return hit[2]
     cast = weight.detach().to(dtype)
-    _CACHE[key] = (
-        weakref.ref(weight, lambda _, key=key: _CACHE.pop(key, None)),
-        weight._version,
-        cast,
-    )
+    gone = weakref.ref(weight, lambda _, key=key: _CACHE.pop(key, None))
+    _CACHE[key] = (gone, weight._version, cast)
     return cast
 
 
 def clear_weight_cache() -> None:
-    """Frees every cast copy `autocast_weight_cache` keeps."""
+    """Frees every cast copy `inference_gemms` keeps."""
     _CACHE.clear()
 
 
@@ -131,27 +132,64 @@ def _cacheable(weight: Any) -> bool:
     )
 
 
-class _CastWeights(TorchFunctionMode):
-    """Hands eligible linears / convolutions their weight cast once (see the module)."""
+class _Gemms(TorchFunctionMode):
+    """Casts weights once for autocast (`cast` = its dtype) or sends fp32 linears to oneDNN."""
 
-    def __init__(self, dtype: torch.dtype) -> None:
+    def __init__(self, cast: torch.dtype | None, onednn: bool) -> None:
         super().__init__()
-        self.dtype = dtype
+        self.cast, self.onednn = cast, onednn
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         kwargs = kwargs or {}
-        where = _CAST_FUNCTIONS.get(func)
-        if where is not None and len(args) > where and _cacheable(args[where]):
-            args = (*args[:where], _cached_cast(args[where], self.dtype), *args[where + 1 :])
+        if self.cast is not None:
+            where = _CAST_FUNCTIONS.get(func)
+            if where is not None and len(args) > where and _cacheable(args[where]):
+                args = (*args[:where], _cached_cast(args[where], self.cast), *args[where + 1 :])
+        elif self.onednn and func is F.linear:
+            x, weight, *rest = args
+            bias = rest[0] if rest else kwargs.get("bias")
+            if _reroutable(x, weight, bias):
+                return onednn_matmul(x, weight, bias)
         return func(*args, **kwargs)
 
 
 @contextlib.contextmanager
-def autocast_weight_cache() -> Iterator[None]:
-    """Inside: CPU low-precision autocast without gradients reuses weights cast once (module)."""
-    dtype = _autocast_cpu_dtype()
-    if dtype is None:
+def _gemms(onednn: bool) -> Iterator[None]:
+    cast = _autocast_cpu_dtype()
+    if cast is None and not onednn:
+        yield  # nothing to change: no mode, no per-call overhead
+        return
+    with _Gemms(cast, onednn):
+        yield
+
+
+@contextlib.contextmanager
+def inference_gemms() -> Iterator[None]:
+    """Inside: the module's inference policy (weights cast once under autocast; fp32 linears on
+    the library `linear_library()` names)."""
+    with _gemms(linear_library() == "onednn"):
+        yield
+
+
+@contextlib.contextmanager
+def cpu_linear(library: str) -> Iterator[None]:
+    """Inside: `linear_library()` follows `library` ("auto", "onednn" or "mkl"), not the
+    environment's $VISTOK_CPU_LINEAR."""
+    if library not in LIBRARIES:
+        raise ValueError(f"library must be one of {LIBRARIES}, got {library!r}")
+    token = _FORCED.set(library)
+    try:
+        yield
+    finally:
+        _FORCED.reset(token)
+
+
+@contextlib.contextmanager
+def onednn_linear(enabled: bool = True) -> Iterator[None]:
+    """Inside: every fp32 CPU linear without gradients runs on oneDNN, also outside
+    `inference_gemms` (`enabled=False`: this context does nothing)."""
+    if not enabled or not onednn_available():
         yield
         return
-    with _CastWeights(dtype):
+    with cpu_linear("onednn"), _Gemms(None, True):
         yield

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from tokenizers_vis import decoders, encoders, quantizers  # noqa: F401  (registration)
-from tokenizers_vis.cpu_gemm import autocast_weight_cache
+from tokenizers_vis.cpu_gemm import inference_gemms
 from tokenizers_vis.decoders import DecoderOutput
 from tokenizers_vis.hub import SHIPPED_DIR, PretrainedMixin
 from tokenizers_vis.quantizers import QuantizerOutput
@@ -184,7 +184,7 @@ class Tokenizer(PretrainedMixin, nn.Module):
         the longest and `lengths` says which are valid), or None for all K.
         """
         self.check_images(images)
-        with autocast_weight_cache():
+        with inference_gemms():
             ids = self.quantizer(self.encoder(images)).ids  # (b K g)
         if num_tokens is None or isinstance(num_tokens, int):
             k = self.check_lengths(num_tokens, 1, images.device).item()
@@ -220,7 +220,7 @@ class Tokenizer(PretrainedMixin, nn.Module):
         padded = torch.zeros(b, self.max_tokens, g, dtype=torch.int64, device=ids.device)
         padded[:, :n] = ids  # (b K g): positions past a prefix are dropped by the token drop
         codes = self.quantizer.ids_to_codes(padded)  # (b K d)
-        with autocast_weight_cache():
+        with inference_gemms():
             return self.decode_codes(codes, lengths, num_steps, generator, guidance_scale)
 
     def decode_codes(
