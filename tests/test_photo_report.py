@@ -97,3 +97,9 @@ def test_render_without_rows_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no rows to render" in err
     assert not (tmp_path / "none").exists()
+    for bad, says in (
+        (["--zoom", "2,1"], "--zoom takes LO,HI"),
+        (["--bpp", "x"], "comma-separated"),
+    ):
+        assert tool.main([*bad, "--out", str(tmp_path / "bad")]) == 2
+        assert says in capsys.readouterr().err and not (tmp_path / "bad").exists()

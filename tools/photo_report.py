@@ -7,14 +7,15 @@
 1. 64 px crops (`--crops N`, default 256): `PhotoCropDataset("test", 64, zoom=(1, 32))`, seed 0,
    the validation set's multi-scale distribution (configs/data/photos64.yaml) on the 4 test
    photos; `--zoom 1,1` gives tiles of the full-size photos instead. Every token point is a real
-   file: each crop encoded once (K tokens per tile), written as a bit-packed .vtok file with
-   the same k in every tile (photo32: 2x2 tiles of 32 px), read and decoded by `Codec`. Rates:
-   the file's bytes (header included: ~29 B for one tile, ~37 B for 2x2), which every table and
-   BD-rate uses, and the tokens alone (k * tiles * bits per token / 8). JPEG / WebP: whole files
+   file: each crop encoded once (K tokens per tile), written as a .vtok file with the same k in
+   every tile (photo32: 2x2 tiles of 32 px), read and decoded by `Codec`. Rates: the file's
+   bytes (bit-packed, or `--coding static`: range coded with the model's static table; header
+   included, 28-29 B), which every table and BD-rate uses, and the tokens alone, bit-packed
+   without the header (k * tiles * bits per token / 8). JPEG / WebP: whole files
    at `metrics.rate.DEFAULT_QUALITIES`. Metrics: `evaluation.scoring.Scorer` (PSNR, SSIM,
    MS-SSIM, the perceptual distance "auto", rFID / KID from TF-Inception features).
 2. Whole photos at a budget: the test photos resized to `--max-side` (512), bpp 0.02 .. 1: each
-   model's `--target-bytes` file (`codec.budget.fit`, bit-packed, via `budget_report.Photo`),
+   model's `--target-bytes` file (`codec.budget.fit` via `budget_report.Photo`, `--coding`),
    and the best JPEG / WebP file within the budget (`budget_report.baseline`). PSNR / SSIM over
    the photo; rFID / KID / perceptual over 64 px patches of every decoded photo against the same
    patches of the originals, pooled over the photos: a grid from the top-left corner plus one
@@ -113,14 +114,8 @@ class TokenFiles:
         from tokenizers_vis.codec import format as fmt
 
         tok, t = self.codec.tokenizer, self.tiles_per_image
-        header = fmt.Header(
-            self.codec.identity,
-            self.size,
-            tok.image_size,
-            tok.max_tokens,
-            tuple(tok.vocab_sizes),
-            (k,) * t,
-        )
+        shape = (tok.image_size, tok.max_tokens, tuple(tok.vocab_sizes))
+        header = fmt.Header(self.codec.identity, self.size, *shape, (k,) * t)
         ids = self.ids[index * t : (index + 1) * t]  # (T K g)
         if self.codec.entropy is None:
             return fmt.dumps(header, ids)
@@ -139,7 +134,6 @@ class TokenFiles:
 def measure_crops(args: argparse.Namespace, info: dict) -> list[dict]:
     """Rows of the crops section: every model's k grid and both codecs' quality sweeps."""
     from tokenizers_vis.codec import bitpack, budget
-    from tokenizers_vis.codec.api import Codec
     from tokenizers_vis.evaluation import scoring
     from tokenizers_vis.evaluation.cache import CodecCache
     from tokenizers_vis.metrics.rate import DEFAULT_QUALITIES
@@ -148,24 +142,16 @@ def measure_crops(args: argparse.Namespace, info: dict) -> list[dict]:
     scorer, perceptual, extractor = scorer_for(images, args.perceptual, args.batch_size, args.seed)
     info.update(perceptual=perceptual, extractor=extractor)
     pixels, rows = images.shape[-1] * images.shape[-2], []
-    for name, path in args.models:
-        codec = Codec.from_pretrained(path, args.entropy, device="cpu", batch_size=args.batch_size)
+    for name, codec in args.codecs.items():
         files = TokenFiles(codec, images)
         bits = sum(bitpack.bit_widths(codec.tokenizer.vocab_sizes))
         for k in budget.k_grid(codec.tokenizer.max_tokens).tolist():
             t0 = time.perf_counter()
             got = scorer.score(functools.partial(files.reconstruct, k), f"{name} k={k}")
             token_bytes = k * files.tiles_per_image * bits / 8
-            rows.append(
-                {
-                    "section": "crops",
-                    "contestant": name,
-                    "k": k,
-                    "token_bytes": token_bytes,
-                    "seconds": time.perf_counter() - t0,
-                }
-                | normalise(got, perceptual)
-            )
+            row = {"section": "crops", "contestant": name, "k": k, "token_bytes": token_bytes}
+            row["seconds"] = time.perf_counter() - t0  # decode and score, all crops
+            rows.append(row | normalise(got, perceptual))
             print(f"crops {name} k={k} {got['psnr']:.2f} dB", flush=True)
     cache = CodecCache(None, images, {})
     plan = {c: list(DEFAULT_QUALITIES[c]) for c in tables.CODECS}
@@ -196,8 +182,6 @@ def load_photos(names: list[str], max_side: int) -> dict[str, Image.Image]:
 
     sources, out = photo_sources(), {}
     for name in names:
-        if name not in sources:
-            raise ReportError(f"photo {name!r} is not installed; known: {', '.join(sources)}")
         image = load_rgb(sources[name])
         if max(image.size) > max_side:
             image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
@@ -205,12 +189,10 @@ def load_photos(names: list[str], max_side: int) -> dict[str, Image.Image]:
     return out
 
 
-def model_files(path: str, entropy: str | None, photos: dict, bpps: list[float]) -> dict:
+def model_files(codec, photos: dict, bpps: list[float]) -> dict:
     """{(photo, bpp): (file bytes, decoded (h w 3) uint8, mean k) or None when out of reach}."""
     from tokenizers_vis.codec import bitpack, budget
-    from tokenizers_vis.codec.api import Codec
 
-    codec = Codec.from_pretrained(path, entropy, device="cpu")
     grid = budget.k_grid(codec.tokenizer.max_tokens)
     bits = sum(bitpack.bit_widths(codec.tokenizer.vocab_sizes))
     out = {}
@@ -282,7 +264,7 @@ def measure_whole(args: argparse.Namespace, info: dict) -> list[dict]:
     scorer, perceptual, _ = scorer_for(reference, args.perceptual, args.batch_size, args.seed)
     info.update(patches=reference.shape[0], perceptual=perceptual)
     rows = sweep_rows(photos)
-    found = {name: model_files(path, args.entropy, photos, args.bpp) for name, path in args.models}
+    found = {name: model_files(codec, photos, args.bpp) for name, codec in args.codecs.items()}
     found |= {kind: codec_files(kind, photos, args.bpp) for kind in tables.CODECS}
     for name, files in found.items():
         for bpp in args.bpp:
@@ -350,11 +332,29 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.sections = [s.strip() for s in args.sections.split(",")]
     if not set(args.sections) <= {"crops", "whole"}:
         raise ReportError(f"--sections takes crops and / or whole, got {args.sections}")
-    models = [("photo64", args.model64), ("photo32", args.model32)]
-    args.models = [(n, m) for n, m in models if m != "none"]
+    if args.max_side < PATCH or args.threads < 1 or args.batch_size < 1:
+        raise ReportError(f"--max-side must be >= {PATCH}, --threads and --batch-size >= 1")
     args.photos = args.photos.split(",")
-    args.entropy = "static" if args.coding == "static" else None
     return args
+
+
+def load_inputs(args: argparse.Namespace) -> None:
+    """Check the photos and load every model before anything long runs (a missing model, or
+    --coding static without a model's table, fails here in one line)."""
+    from tokenizers_vis.codec.api import Codec
+    from tokenizers_vis.data.photos import photo_sources
+
+    known = photo_sources()
+    missing = [p for p in args.photos if p not in known]
+    if missing and "whole" in args.sections:
+        raise ReportError(f"photos not installed: {missing}; known: {', '.join(known)}")
+    entropy = "static" if args.coding == "static" else None
+    models = {"photo64": args.model64, "photo32": args.model32}
+    args.models = {n: m for n, m in models.items() if m != "none"}
+    args.codecs = {
+        name: Codec.from_pretrained(path, entropy, device="cpu", batch_size=args.batch_size)
+        for name, path in args.models.items()
+    }
 
 
 def body(argv: list[str] | None) -> int:
@@ -367,12 +367,13 @@ def body(argv: list[str] | None) -> int:
         tables.write(json.loads(found.read_text()), out)
         return 0
     torch.set_num_threads(args.threads)
+    load_inputs(args)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     info = {
         "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
-        "models": dict(args.models),
+        "models": args.models,
         "crops": args.crops,
         "zoom": args.zoom,
         "seed": args.seed,
