@@ -177,12 +177,14 @@ def patches(image: np.ndarray) -> np.ndarray:
 
 
 def load_photos(names: list[str], max_side: int) -> dict[str, Image.Image]:
+    from tokenizers_vis.data.eet import largest_jpeg
     from tokenizers_vis.data.photos import photo_sources
     from tokenizers_vis.data.transforms import load_rgb
 
     sources, out = photo_sources(), {}
     for name in names:
-        image = load_rgb(sources[name])
+        path = sources[name]  # an Enlightenment wallpaper (.edj) holds JPEGs at several sizes
+        image = load_rgb(largest_jpeg(path) if path.suffix == ".edj" else path)
         if max(image.size) > max_side:
             image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         out[name] = image

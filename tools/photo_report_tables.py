@@ -326,11 +326,11 @@ CROPS_METHOD = (
     "{seed}; zoom [1, 32] is the validation set's multi-scale distribution, [1, 1] tiles of the "
     "photos at their own pixels). Token points: each crop encoded once, written as a .vtok file "
     "with the same k in every tile (photo32: 2x2 tiles of 32 px) and decoded by `Codec`; rate = "
-    "{rate} (token B: the tokens alone). JPEG (optimised Huffman) and WebP (method 6): whole files "
-    "at every default quality. Metrics: `evaluation.scoring.Scorer` (rFID / KID: TF-Inception; "
-    "perceptual: {perceptual}); rFID of a few hundred images is biased upwards, compare it across "
-    "rows, not with published FIDs. Equal bytes: the codec's metrics linearly interpolated in "
-    "bytes between its two nearest qualities."
+    "{rate} (token B: the tokens alone, bit-packed, no header). JPEG (optimised Huffman) and WebP "
+    "(method 6): whole files at every default quality. Metrics: `evaluation.scoring.Scorer` (rFID "
+    "/ KID: TF-Inception; perceptual: {perceptual}); rFID of a few hundred images is biased "
+    "upwards, compare it across rows, not with published FIDs. Equal bytes: the codec's metrics "
+    "linearly interpolated in bytes between its two nearest qualities."
 )
 WHOLE_METHOD = (
     "The test photos resized (Lanczos) to at most {max_side} px. Each model: the file "
