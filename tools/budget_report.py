@@ -114,7 +114,9 @@ class Photo:
             sse.append(points.sse)
             bits.append(points.bits)
         self.ids = np.concatenate(ids)  # (T K g)
-        self.sse, self.bits = np.concatenate(sse), np.concatenate(bits)
+        self.sse = np.concatenate(sse)
+        # Bits only under an entropy model (photo_report.py also measures bit-packed codecs).
+        self.bits = None if codec.entropy is None else np.concatenate(bits)
 
     def write(self, lengths: np.ndarray, entropy: bool) -> bytes:
         tok = self.codec.tokenizer

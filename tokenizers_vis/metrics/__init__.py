@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tokenizers_vis.metrics.bd_rate import BjontegaardDelta, bd_quality, bd_rate, bjontegaard
 from tokenizers_vis.metrics.rate import (
     CodecPoint,
     bits_per_token,
@@ -56,10 +57,14 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BjontegaardDelta",
     "CodebookUsage",
     "CodecPoint",
     "ReconstructionMeter",
+    "bd_quality",
+    "bd_rate",
     "bits_per_token",
+    "bjontegaard",
     "codebook_usage",
     "codec_roundtrip",
     "codec_sweep",
