@@ -145,7 +145,8 @@ def measure_crops(args: argparse.Namespace, info: dict) -> list[dict]:
     for name, codec in args.codecs.items():
         files = TokenFiles(codec, images)
         bits = sum(bitpack.bit_widths(codec.tokenizer.vocab_sizes))
-        for k in budget.k_grid(codec.tokenizer.max_tokens).tolist():
+        grid = budget.k_grid(codec.tokenizer.max_tokens).tolist()
+        for k in [k for k in args.ks if k <= grid[-1]] if args.ks else grid:
             t0 = time.perf_counter()
             got = scorer.score(functools.partial(files.reconstruct, k), f"{name} k={k}")
             token_bytes = k * files.tiles_per_image * bits / 8
@@ -154,7 +155,7 @@ def measure_crops(args: argparse.Namespace, info: dict) -> list[dict]:
             rows.append(row | normalise(got, perceptual))
             print(f"crops {name} k={k} {got['psnr']:.2f} dB", flush=True)
     cache = CodecCache(None, images, {})
-    plan = {c: list(DEFAULT_QUALITIES[c]) for c in tables.CODECS}
+    plan = {c: args.qualities.get(c) or list(DEFAULT_QUALITIES[c]) for c in tables.CODECS}
     for codec, points in scoring.sweep_codecs(plan, scorer, cache).items():
         rows += [
             {"section": "crops", "contestant": codec} | normalise(p, perceptual) for p in points
@@ -316,6 +317,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         choices=("bit-packed", "static"),
         help="token files: bit-packed, or range coded with each model's static table",
     )
+    p.add_argument("--ks", default="", help="crops: token counts (default each model's k grid)")
+    p.add_argument("--jpeg-qualities", default="", help="crops (default: the evaluation's)")
+    p.add_argument("--webp-qualities", default="", help="crops (default: the evaluation's)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -325,8 +329,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     try:
         args.zoom = tuple(float(z) for z in args.zoom.split(","))
         args.bpp = [float(b) for b in args.bpp.split(",")]
+        args.ks = [int(k) for k in args.ks.split(",") if k]
+        args.qualities = {
+            c: [int(q) for q in getattr(args, f"{c}_qualities").split(",") if q]
+            for c in ("jpeg", "webp")
+        }
     except ValueError:
-        raise ReportError("--zoom and --bpp take comma-separated numbers") from None
+        raise ReportError(
+            "--zoom, --bpp, --ks and --*-qualities take comma-separated numbers"
+        ) from None
+    if any(k < 1 for k in args.ks) or any(q < 0 for v in args.qualities.values() for q in v):
+        raise ReportError("--ks must be >= 1 and qualities >= 0")
     if len(args.zoom) != 2 or not 0 < args.zoom[0] <= args.zoom[1] or min(args.bpp) <= 0:
         raise ReportError("--zoom takes LO,HI with 0 < LO <= HI, and every --bpp must be > 0")
     if args.crops < 2 and "crops" in args.sections:
