@@ -87,25 +87,29 @@ def test_weight_cache_gives_autocast_s_values_and_casts_once(monkeypatch) -> Non
         plain_ids = tok.quantizer(tok.encoder(images)).ids  # autocast alone
         plain = tok.decode_codes(tok.quantizer.ids_to_codes(plain_ids), torch.tensor([5, 5]))
     cpu_gemm.clear_weight_cache()
-    casts: list[int] = []
-    original = cpu_gemm._cached_cast
+    made: list[tuple[int, object]] = []
+    original = cpu_gemm._cached
 
-    def counting(weight, dtype):  # noqa: ANN001, ANN202
-        before = len(cpu_gemm._CACHE), cpu_gemm._CACHE.get(id(weight))
-        out = original(weight, dtype)
-        casts.append(int(cpu_gemm._CACHE.get(id(weight)) is not before[1]))
-        return out
+    def counting(weight, form, make):  # noqa: ANN001, ANN202
+        def counted(w):  # noqa: ANN001, ANN202
+            made.append((id(weight), form))
+            return make(w)
 
-    monkeypatch.setattr(cpu_gemm, "_cached_cast", counting)
+        return original(weight, form, counted)
+
+    monkeypatch.setattr(cpu_gemm, "_cached", counting)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         first = tok.encode(images).ids
-        calls_once = len(casts)
+        made_once = list(made)
         again = tok.encode(images).ids
         pixels = tok.decode(again)
     assert torch.equal(first, plain_ids) and torch.equal(again, plain_ids)
     torch.testing.assert_close(pixels, plain, rtol=0, atol=0)  # bit-identical
-    assert calls_once > 0 and sum(casts[:calls_once]) == calls_once  # every weight cast once ...
-    assert sum(casts[calls_once : 2 * calls_once]) == 0  # ... and reused by the second call
+    assert made_once and len(set(made_once)) == len(made_once)  # each weight's form made once ...
+    encoder_weights = {id(p) for p in tok.encoder.parameters()}
+    assert all(key[0] not in encoder_weights for key in made[len(made_once) :])  # ... then reused
+    if cpu_gemm._packs(torch.bfloat16):  # linears take oneDNN's packed layout
+        assert any(form == ("packed", torch.bfloat16) for _, form in made_once)
 
 
 def test_weight_cache_follows_weight_updates_and_parameter_lifetime() -> None:
@@ -120,20 +124,35 @@ def test_weight_cache_follows_weight_updates_and_parameter_lifetime() -> None:
             after = layer(x)
         expected = layer(x)  # plain autocast
     assert torch.equal(after, expected) and not torch.equal(after, before)
-    assert len(cpu_gemm._CACHE) == 1
+    assert len(cpu_gemm._CACHE) == 2  # the weight (packed) and the bias (cast)
     del layer
     assert len(cpu_gemm._CACHE) == 0  # freed with its parameter
 
 
-def test_weight_cache_is_off_in_fp32_and_with_gradients() -> None:
+def test_weight_cache_is_off_for_mkl_fp32_and_with_gradients() -> None:
     cpu_gemm.clear_weight_cache()
     layer = torch.nn.Linear(8, 4)
     x = torch.randn(3, 8)
-    with cpu_gemm.inference_gemms(), torch.no_grad():
-        layer(x)  # no autocast
+    with cpu_gemm.cpu_linear("mkl"), cpu_gemm.inference_gemms(), torch.no_grad():
+        layer(x)  # fp32 on MKL: nothing to cast or pack
     with torch.autocast("cpu", dtype=torch.bfloat16), cpu_gemm.inference_gemms():
         layer(x).sum().backward()  # gradients: autocast's own casts, nothing kept
     assert len(cpu_gemm._CACHE) == 0 and layer.weight.grad is not None
+
+
+def test_fp32_onednn_packs_weights_once_with_unpacked_values(rerouted: list) -> None:
+    cpu_gemm.clear_weight_cache()
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(48, 20)
+    x = torch.randn(3, 7, 48)
+    with torch.no_grad():
+        unpacked = cpu_gemm.onednn_matmul(x, layer.weight, layer.bias)
+        with cpu_gemm.cpu_linear("onednn"), cpu_gemm.inference_gemms():
+            first, again = layer(x), layer(x)
+    assert torch.equal(first, unpacked) and torch.equal(again, unpacked)
+    forms = cpu_gemm._CACHE[id(layer.weight)][2]
+    assert list(forms) == [("packed", torch.float32)]
+    assert len(rerouted) == 3  # the reference call and the two packed ones
 
 
 def test_linear_library_policy(monkeypatch: pytest.MonkeyPatch) -> None:
