@@ -31,6 +31,7 @@ import argparse
 import functools
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -388,6 +389,7 @@ def body(argv: list[str] | None) -> int:
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     info = {
         "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
+        "env": " ".join(f"{v}={os.environ[v]}" for v in ("OMP_NUM_THREADS",) if v in os.environ),
         "models": args.models,
         "crops": args.crops,
         "zoom": args.zoom,

@@ -355,10 +355,10 @@ def render(data: dict, out: Path) -> str:
         "# Held-out photos: photo64 and photo32 against JPEG and WebP at equal bytes",
         "",
         "```bash",
-        f"OMP_NUM_THREADS=1 {info['command']}",
+        f"{info.get('env', 'OMP_NUM_THREADS=1')} {info['command']}".strip(),
         "```",
         "",
-        *[f"- {k}: {json.dumps(v)}" for k, v in info.items() if k != "command"],
+        *[f"- {k}: {json.dumps(v)}" for k, v in info.items() if k not in ("command", "env")],
         "",
     ]
     if section(rows, "crops"):

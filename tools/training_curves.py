@@ -7,7 +7,10 @@
 
 A resumed run writes one `version_N/metrics.csv` per start; the files are read in version order
 and a later file's row for a step replaces an earlier one (a resume re-logs the steps after its
-checkpoint). Train loss is averaged over the logged steps between two validations, since one
+checkpoint). A run warm-started from another run's weights (`--model.init_from`) counts its
+steps from 0: `--step-offset N` puts them after that run's N steps, and `--earlier FILE` adds
+that run's validation rows when its logs are gone (a JSON list of {"step", "val_psnr": {k: dB}}).
+Train loss is averaged over the logged steps between two validations, since one
 logged batch of multi-scale crops is noisy. Writes `curves.json`, `curves.md` and
 `curves.png` into --out (atomically, each).
 """
@@ -70,9 +73,10 @@ def measure_rfid(points: dict[int, str], data: str, split: str, n: int, ks: list
         t0 = time.time()
         result = evaluate_tokenizer(model, data, split=split, num_images=n, ks=ks,
                                     codecs="none", perceptual="none")  # fmt: skip
+        scored = result.meta["num_images"]  # the split may hold fewer than asked for
         for row in result.rows:
             out.append({"step": step, "model": model, "k": row["k"], "rfid": row["rfid"],
-                        "kid": row["kid_mean"], "psnr": row["psnr"], "images": n,
+                        "kid": row["kid_mean"], "psnr": row["psnr"], "images": scored,
                         "seconds": round(time.time() - t0, 1)})  # fmt: skip
         print(f"step {step}: {[(r['k'], round(r['rfid'], 2)) for r in out[-len(ks) :]]}")
     return out
@@ -87,7 +91,8 @@ def render(ks: list[int], rows: list[dict], rfid: list[dict], meta: dict) -> str
         cells = [f"{r['val_psnr'][k]:.2f}" if r["val_psnr"].get(k) else "-" for k in show]
         lines.append(f"| {r['step']} | {loss} | " + " | ".join(cells) + " |")
     if rfid:
-        lines += ["", f"Validation rFID / KID ({meta.get('rfid_images')} {meta.get('split')} "
+        scored = sorted({r["images"] for r in rfid})
+        lines += ["", f"Validation rFID / KID ({'/'.join(map(str, scored))} {meta.get('split')} "
                   f"crops of `{meta.get('data')}`, TF-Inception, fp32 scoring):", "",
                   "| step | k | rFID | KID | PSNR |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
         for r in rfid:
@@ -132,14 +137,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="val")
     parser.add_argument("--num-images", type=int, default=500)
     parser.add_argument("--ks", default="16,64")
+    parser.add_argument("--step-offset", type=int, default=0, help="added to the logs' steps")
+    parser.add_argument("--earlier", type=Path, help="JSON rows of an earlier run, shown first")
     args = parser.parse_args(argv)
     from tokenizers_vis.atomic import atomic_write
 
-    ks, rows = curve_rows(read_logs(args.logs))
+    logged = read_logs(args.logs)
+    ks, rows = curve_rows({step + args.step_offset: v for step, v in logged.items()})
+    if args.earlier:
+        earlier = json.loads(args.earlier.read_text())
+        for r in earlier:
+            r["val_psnr"] = {int(k): v for k, v in r["val_psnr"].items()}
+            r.setdefault("train_loss", None)
+        rows = sorted(earlier, key=lambda r: r["step"]) + rows
     points = {int(s): d for s, d in (p.split("=", 1) for p in args.rfid.split(",") if p)}
     ks_rfid = [int(k) for k in args.ks.split(",")]
     rfid = measure_rfid(points, args.data, args.split, args.num_images, ks_rfid) if points else []
-    meta = {"logs": str(args.logs), "data": args.data, "split": args.split,
+    meta = {"logs": str(args.logs), "step_offset": args.step_offset,
+            "earlier": str(args.earlier) if args.earlier else None,
+            "data": args.data, "split": args.split,
             "rfid_images": args.num_images, "command": " ".join(sys.argv)}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"meta": meta, "ks": ks, "rows": rows, "rfid": rfid}
