@@ -3,11 +3,18 @@
 # wall-clock budget, and bring back its checkpoints, logs and throughput (issue 25, item 5).
 #
 # That machine has PyTorch, Lightning and timm but no registry, none of the photo packages and
-# not all of our dependencies, so the data and the missing wheels travel with the working tree:
-#   here:   python tools/device_photos.py pack .device/photos   (then split in parts that fit)
-#           pip download the wheels the device lacks into .device/whl (see reports/photo64/README.md)
-#   there:  bash tools/device_train_photo64.sh prepare .device/photosA     (one call)
-#           bash tools/device_train_photo64.sh train .device/photosB SECONDS (the next, while warm)
+# not all of our dependencies, so the data and the missing wheels travel with the working tree,
+# and a call's tree must stay under 64 MiB. What was done (2026-12-04):
+#   here:   python tools/device_photos.py pack .device/photos, its files split in two folders
+#           .device/p1 (38 MB) and .device/p2 (34 MB), each with the whole manifest.json;
+#           the wheels the device lacks in .device/whl (diffusers, jsonargparse, webdataset,
+#           constriction, torch-fidelity and their needs, `pip download --python-version 3.12`);
+#           the carried start weights in fp16 in .device/carry16 (9 MB instead of 18; max
+#           relative error 4.8e-4 per tensor, as a starting point only) and the large model
+#           files of the tree emptied for the two calls (restored with `git checkout` after).
+#   there:  bash tools/device_train_photo64.sh prepare .device/p1       (carry .device/whl, p1)
+#           bash tools/device_train_photo64.sh train .device/p2 SECONDS (carry p2, carry16; the
+#           next call, while the machine is still warm, so the first folder is still in place)
 # `prepare` installs wheels and a first part of the photos, measures the GPU's bf16 matrix rate
 # and runs a 30-step smoke test; `train` installs the rest, checks the whole photo set against
 # the manifest (sha256 of every photo) and trains with TimeBudget, so the cosine schedule ends
@@ -59,6 +66,19 @@ EOF
 fi
 
 python3 tools/device_photos.py check "$photos"
+carry=reports/photo64/carry/model.safetensors
+if [ -f .device/carry16/model.safetensors ] && [ ! -s $carry ]; then
+  python3 - <<'EOF'
+from safetensors.torch import load_file, save_file
+half = load_file(".device/carry16/model.safetensors")
+save_file({k: v.float() if v.is_floating_point() else v for k, v in half.items()},
+          "reports/photo64/carry/model.safetensors")
+print("start weights restored to fp32 from .device/carry16")
+EOF
+fi
+# tee needs the folder before Lightning makes it: on 2026-12-04 its absence stopped the script
+# after training, and the export and packing below were run by hand in the next call.
+mkdir -p $run
 start=$(date +%s)
 "${train[@]}" --model.init_from reports/photo64/carry --trainer.max_steps 1000000 \
   '--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint' \
@@ -67,11 +87,10 @@ start=$(date +%s)
   '--trainer.callbacks+=tokenizers_vis.training.throughput.TimeBudget' \
   --trainer.callbacks.seconds="$seconds" \
   '--trainer.callbacks+=tokenizers_vis.training.throughput.Throughput' \
-  --trainer.default_root_dir $run --trainer.logger.init_args.save_dir $run 2>&1 | tee $run.log | grep -v "it/s]" | tail -40
-echo "train wall $(( $(date +%s) - start )) s" | tee -a $run.log
+  --trainer.default_root_dir $run --trainer.logger.init_args.save_dir $run 2>&1 | tee $run/train.log | grep -v "it/s]" | tail -40
+echo "train wall $(( $(date +%s) - start )) s" | tee -a $run/train.log
 python3 -m tokenizers_vis.cli.main export $run/checkpoints/best.ckpt $run/export_best
 python3 -m tokenizers_vis.cli.main export $run/checkpoints/last.ckpt $run/export_last
-cp $run.log $run/
-tar cf - $run/export_best $run/export_last $run/logs $run/photo64_gpu.log 2>/dev/null \
+tar cf - $run/export_best $run/export_last $run/logs $run/train.log 2>/dev/null \
   | split -b 15M - "$out/result.tar.part-"
 ls -la "$out"
