@@ -24,20 +24,22 @@ CARD_DATA = {
     "emoji32": ("emoji", "test"),
     "emoji32_rf": ("emoji", "test"),
     "photo32": ("photos", "test"),
+    # Multi-scale crops, drawn like its validation crops (configs/data/photos64.yaml).
+    "photo64": ('{"name": "photos", "zoom": [1, 32]}', "test"),
 }
 ROW = re.compile(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", re.M)
 
 
 def card_rows(name: str) -> list[tuple[int, float, float, float]]:
-    """(k, bytes, PSNR, SSIM) of the card's first table."""
+    """(k, bytes, PSNR, SSIM) of the card's first table (its rows up to the first other line)."""
     text = (SHIPPED_DIR / name / "README.md").read_text()
-    rows, seen = [], set()
-    for match in ROW.finditer(text):
-        k = int(match[1])
-        if k in seen:  # a second table starts
-            break
-        seen.add(k)
-        rows.append((k, float(match[2]), float(match[3]), float(match[4])))
+    rows = []
+    for line in text.splitlines():
+        match = ROW.match(line)
+        if match:
+            rows.append((int(match[1]), float(match[2]), float(match[3]), float(match[4])))
+        elif rows and not line.startswith("|"):
+            break  # the first table ended
     return rows
 
 

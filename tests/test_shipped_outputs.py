@@ -28,6 +28,8 @@ CARD_DATA = {
     "emoji32": ("emoji", "test"),
     "emoji32_rf": ("emoji", "test"),
     "photo32": ("photos", "test"),
+    # Multi-scale crops, drawn like its validation crops (configs/data/photos64.yaml).
+    "photo64": ('{"name": "photos", "zoom": [1, 32]}', "test"),
 }
 NUM_IMAGES = 4
 
