@@ -37,7 +37,7 @@ from tokenizers_vis.errors import UsageError
 
 # Codec qualities of the demo's sweep: spans both codecs' byte range at 32x32 in a few seconds.
 DEMO_QUALITIES = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
-PHOTO_MODEL = "photo32"
+PHOTO_MODEL = "photo64"
 RF_MODEL = "emoji32_rf"
 
 
