@@ -86,7 +86,8 @@ start=$(date +%s)
   --trainer.callbacks.filename=best --trainer.callbacks.save_top_k=1 \
   '--trainer.callbacks+=tokenizers_vis.training.throughput.TimeBudget' \
   --trainer.callbacks.seconds="$seconds" \
-  '--trainer.callbacks+=tokenizers_vis.training.throughput.Throughput' \
+  '--trainer.callbacks+=lightning.pytorch.callbacks.ThroughputMonitor' \
+  --trainer.callbacks.batch_size_fn=tokenizers_vis.training.throughput.batch_size \
   --trainer.default_root_dir $run --trainer.logger.init_args.save_dir $run 2>&1 | tee $run/train.log | grep -v "it/s]" | tail -40
 echo "train wall $(( $(date +%s) - start )) s" | tee -a $run/train.log
 python3 -m tokenizers_vis.cli.main export $run/checkpoints/best.ckpt $run/export_best
