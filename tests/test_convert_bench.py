@@ -10,7 +10,7 @@ import sys
 import torch
 
 from tokenizers_vis.benchmark.common import Context
-from tokenizers_vis.benchmark.reference import ENV, run_reference
+from tokenizers_vis.benchmark.reference import ENV, paired, run_reference, speedup
 from tokenizers_vis.cli import bench
 from tokenizers_vis.precision import resolve_precision
 
@@ -55,3 +55,22 @@ def test_cli_reports_the_skipped_section(monkeypatch, tmp_path, capsys):
     md = report.with_suffix(".md").read_text()
     assert "## Converted TiTok vs the reference implementation" in md and "Skipped: no ref" in md
     assert bench.main(["--sections", "referenc"]) == 2  # an unknown section: a usage error
+
+
+def test_paired_alternates_and_keeps_every_repeat():
+    order = []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("reference", "vistok")}
+    times = paired(calls, torch.device("cpu"), warmup=1, repeats=4)
+    assert order == ["reference", "vistok"] + ["reference", "vistok", "vistok", "reference"] * 2
+    assert {name: len(t) for name, t in times.items()} == {"reference": 4, "vistok": 4}
+
+
+def test_speedup_is_the_median_of_back_to_back_ratios():
+    # Load doubles both calls of repeats 2 and 4 alike: it cancels in each pair's ratio
+    # (1.1 ... 1.5) but not in the ratio of the median times.
+    vistok = [1.0, 2.0, 1.0, 2.0, 1.0]
+    reference = [r * t for r, t in zip([1.1, 1.2, 1.3, 1.4, 1.5], vistok, strict=True)]
+    result = speedup({"reference": reference, "vistok": vistok}, "vistok")
+    assert abs(result["median"] - 1.3) < 1e-12
+    assert abs(result["low_quartile"] - 1.2) < 1e-12 and abs(result["high_quartile"] - 1.4) < 1e-12
+    assert abs(result["of_medians"] - 1.5) < 1e-12  # median 1.5 s over median 1.0 s

@@ -81,6 +81,9 @@ def _tiny_tokenizer():
 
 
 def test_weight_cache_gives_autocast_s_values_and_casts_once(monkeypatch) -> None:
+    # Attention in fp32 is a separate, value-changing choice (tested below): off here, so the
+    # weight cache alone must give autocast's very bits.
+    monkeypatch.setattr(cpu_gemm, "_fp32_attention", lambda *_: None)
     tok = _tiny_tokenizer()
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -188,3 +191,71 @@ def test_tokenizer_follows_the_policy(rerouted: list, library: str) -> None:
     assert torch.equal(ids, plain_ids)
     with cpu_gemm.cpu_linear("mkl"):
         torch.testing.assert_close(pixels, tok.decode(ids), rtol=0, atol=1e-5)
+
+
+def _attention_inputs(dtype: torch.dtype = torch.bfloat16) -> tuple[torch.Tensor, ...]:
+    """q, k, v (2 3 9 8) split from one fused projection output, as timm's Attention does."""
+    torch.manual_seed(0)
+    qkv = (torch.randn(2, 9, 3 * 3 * 8) * 2).to(dtype)  # (b l 3*h*e), peaked attention
+    return tuple(qkv.reshape(2, 9, 3, 3, 8).permute(2, 0, 3, 1, 4))  # 3 x (b h l e)
+
+
+def test_attention_runs_in_fp32_under_autocast() -> None:
+    q, k, v = _attention_inputs()
+    mask = torch.rand(9, 9) > 0.3
+    mask[:, 0] = True  # every query sees something
+    exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        with cpu_gemm.inference_gemms():
+            ours = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+    assert plain.dtype == torch.bfloat16 and ours.dtype == torch.float32
+    assert torch.equal(ours, expected)  # the same kernel on the upcast inputs
+    # More accurate than autocast's own low-precision attention, not just different.
+    assert (ours.double() - exact).abs().max() < (plain.double() - exact).abs().max() / 10
+
+
+def test_attention_float_mask_and_untouched_cases() -> None:
+    q, k, v = _attention_inputs()
+    bias = torch.randn(9, 9).bfloat16()  # an additive mask in the low precision
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), cpu_gemm.inference_gemms():
+        ours = F.scaled_dot_product_attention(q, k, v, bias)
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), bias.float())
+    assert torch.equal(ours, expected)
+    with torch.no_grad(), cpu_gemm.inference_gemms():  # no autocast: fp32 stays as it is
+        assert F.scaled_dot_product_attention(q, k, v).dtype == torch.bfloat16
+    leaf = q.detach().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16), cpu_gemm.inference_gemms():
+        out = F.scaled_dot_product_attention(leaf, k, v)  # gradients: autocast's own path
+    assert out.dtype == torch.bfloat16 and out.requires_grad
+
+
+def test_views_of_one_projection_are_upcast_in_one_pass() -> None:
+    q, k, v = _attention_inputs()
+    separate = (torch.randn(4, 5).bfloat16(), torch.randn(6).bfloat16()[::2])
+    out = cpu_gemm._upcast_views((q, k, v, *separate))
+    for a, b in zip(out, (q, k, v, *separate), strict=True):
+        assert a.dtype == torch.float32 and a.shape == b.shape and torch.equal(a, b.float())
+    # q, k and v were read from one fp32 copy of their shared storage.
+    assert len({t.untyped_storage().data_ptr() for t in out[:3]}) == 1
+
+
+def test_linear_slice_packs_the_slice_once() -> None:
+    cpu_gemm.clear_weight_cache()
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(16, 24)
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        fp32 = cpu_gemm.linear_slice(x, layer, 8, 20)  # outside: a plain sliced F.linear
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            plain = F.linear(x, layer.weight[8:20], layer.bias[8:20])
+            with cpu_gemm.inference_gemms():
+                first = cpu_gemm.linear_slice(x, layer, 8, 20)
+                again = cpu_gemm.linear_slice(x, layer, 8, 20)
+    torch.testing.assert_close(fp32, F.linear(x, layer.weight, layer.bias)[..., 8:20])
+    assert torch.equal(first, again)
+    torch.testing.assert_close(first, plain, rtol=0, atol=0)  # autocast's own values
+    if cpu_gemm._packs(torch.bfloat16):
+        forms = cpu_gemm._CACHE[id(layer.weight)][2]
+        assert list(forms) == [("packed", torch.bfloat16, 8, 20)]

@@ -1,5 +1,6 @@
-"""How linear layers and convolutions run on CPU during inference (`Tokenizer.encode` / `decode`
-run inside `inference_gemms()`; without gradients only, on CPU only).
+"""How linear layers, convolutions and attention run on CPU during inference
+(`Tokenizer.encode` / `decode` run inside `inference_gemms()`; without gradients only, on CPU
+only).
 
 1. **Weights cast once** under CPU bf16 / fp16 autocast. Autocast casts every fp32 weight to the
    low precision on every call (for TiTok-B-64's encoder, 6 % of a bf16 encode on an AMD EPYC
@@ -25,6 +26,19 @@ run inside `inference_gemms()`; without gradients only, on CPU only).
    (`torch.ops.mkldnn._reorder_linear_weight`), and the product is the very call autocast or
    `onednn_matmul` would make (`_linear_pointwise`), so the outputs are the same bits: measured
    6-30 % faster per linear at TiTok-B-64's shapes on the AMD EPYC, one thread.
+
+   A slice of a weight (the last block of a tokenizer's transformer projects queries for some
+   rows only: `layers.transformer.block_rows`) goes through `linear_slice`, which caches the
+   slice's packed copy the same way.
+
+4. **Attention in fp32 under autocast.** CPU autocast runs `F.scaled_dot_product_attention` in
+   bf16: PyTorch's flash kernel, which rounds the probabilities to bf16 before the product with
+   the values. Given the same q, k, v upcast to fp32 the same kernel is faster on these shapes
+   (TiTok-B-64's encoder, (2 12 321 64), one AMD EPYC core: 10.6 vs 12.2 ms a layer) and exact
+   to fp32 rounding instead of bf16's (tests/test_cpu_gemm.py: 10x closer to fp64 on peaked
+   attention). q, k and v split from one fused projection are upcast in one pass over their
+   storage. The output stays fp32; the projection after it casts it back. So bf16 outputs are
+   not autocast's bits (closer to fp32's); everything in (1)-(3) is.
 
 `cpu_linear("mkl" | "onednn" | "auto")` picks (2) for a block of code, whatever the environment
 says (the benchmark runs both libraries side by side):
@@ -57,6 +71,11 @@ LIBRARIES = ("auto", "onednn", "mkl")
 # freed (the reference's callback), so it lives exactly as long as the model.
 _CACHE: dict[int, tuple[weakref.ref, int, dict[Any, Tensor]]] = {}
 _FORCED: contextvars.ContextVar[str | None] = contextvars.ContextVar("cpu_linear", default=None)
+# The autocast dtype while `inference_gemms` casts weights once (None elsewhere): `linear_slice`
+# reads it, being called directly rather than seen by the mode.
+_ACTIVE_CAST: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVar(
+    "inference_gemms_cast", default=None
+)
 _CAST_FUNCTIONS = {F.linear: 1, F.conv2d: 1}  # function -> position of its weight argument
 
 
@@ -177,6 +196,74 @@ def _packed_linear(x: Any, weight: Any, bias: Any, dtype: torch.dtype) -> Tensor
     return onednn_matmul(x.to(dtype), _cached_packed(weight, dtype), bias)
 
 
+def _fp32_attention(args: tuple, kwargs: dict, dtype: torch.dtype) -> Tensor | None:
+    """`F.scaled_dot_product_attention` of low-precision CPU q, k, v computed in fp32 (the output
+    stays fp32: the projection after it casts it back); None where this call is not one we
+    reroute."""
+    q, k, v, *rest = (*args, None, None, None)[: max(3, len(args))]
+    if not all(
+        isinstance(t, Tensor) and t.device.type == "cpu" and t.dtype == dtype for t in (q, k, v)
+    ) or (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
+        return None
+    mask = rest[0] if rest else kwargs.get("attn_mask")
+    if isinstance(mask, Tensor) and mask.is_floating_point():
+        if rest:
+            rest[0] = mask.float()
+        else:
+            kwargs = {**kwargs, "attn_mask": mask.float()}
+    with torch.autocast("cpu", enabled=False):
+        return F.scaled_dot_product_attention(*_upcast_views((q, k, v)), *rest, **kwargs)
+
+
+def _upcast_views(tensors: tuple[Tensor, ...]) -> list[Tensor]:
+    """fp32 copies of `tensors`. Views that together cover one storage (q, k, v split from one
+    fused projection) are cast in one contiguous pass over that storage and viewed again with
+    their own sizes, strides and offsets: 3-5x cheaper than casting each strided view."""
+    groups: dict[int, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(t.untyped_storage().data_ptr(), []).append(i)
+    out: list[Tensor] = list(tensors)
+    for members in groups.values():
+        first = tensors[members[0]]
+        size = first.untyped_storage().nbytes() // first.element_size()
+        if len(members) == 1 or size > sum(tensors[i].numel() for i in members):
+            for i in members:
+                out[i] = tensors[i].float()
+            continue
+        whole = first.as_strided((size,), (1,), 0).float()  # the storage, in memory order
+        for i in members:
+            t = tensors[i]
+            out[i] = whole.as_strided(t.shape, t.stride(), t.storage_offset())
+    return out
+
+
+def linear_slice(x: Tensor, layer: nn.Linear, start: int, stop: int) -> Tensor:
+    """x (.. in) -> (.. stop-start): output features start..stop of `layer` (its weight and bias
+    rows sliced). Inside `inference_gemms` under autocast the slice is cast and packed once and
+    kept like a whole weight; a plain slice would be a new tensor, cast again on every call."""
+    weight, bias = layer.weight, layer.bias
+    dtype = _ACTIVE_CAST.get()
+    if (
+        dtype is not None
+        and _packs(dtype)
+        and _cacheable(weight)
+        and (bias is None or _cacheable(bias))
+        and x.device.type == "cpu"
+        and x.dim() >= 2
+        and x.dtype in (torch.float32, dtype)
+        and not torch.is_grad_enabled()
+    ):
+        packed = _cached(
+            weight,
+            ("packed", dtype, start, stop),
+            lambda w: torch.ops.mkldnn._reorder_linear_weight(w[start:stop].to(dtype), None),
+        )
+        if bias is not None:
+            bias = _cached(bias, (dtype, start, stop), lambda b: b[start:stop].to(dtype))
+        return onednn_matmul(x.to(dtype), packed, bias)
+    return F.linear(x, weight[start:stop], None if bias is None else bias[start:stop])
+
+
 def clear_weight_cache() -> None:
     """Frees every cast copy `inference_gemms` keeps."""
     _CACHE.clear()
@@ -192,7 +279,8 @@ def _cacheable(weight: Any) -> bool:
 
 
 class _Gemms(TorchFunctionMode):
-    """Casts weights once for autocast (`cast` = its dtype) or sends fp32 linears to oneDNN."""
+    """Casts weights once and runs attention in fp32 for autocast (`cast` = its dtype), or sends
+    fp32 linears to oneDNN."""
 
     def __init__(self, cast: torch.dtype | None, onednn: bool) -> None:
         super().__init__()
@@ -200,6 +288,10 @@ class _Gemms(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention and self.cast is not None:
+            out = _fp32_attention(args, kwargs, self.cast)
+            if out is not None:
+                return out
         if func is F.linear and len(args) >= 2 and (self.cast is not None or self.onednn):
             x, weight, *rest = args
             bias = rest[0] if rest else kwargs.get("bias")
@@ -225,8 +317,12 @@ def _gemms(onednn: bool) -> Iterator[None]:
     if cast is None and not onednn:
         yield  # nothing to change: no mode, no per-call overhead
         return
-    with _Gemms(cast, onednn):
-        yield
+    token = _ACTIVE_CAST.set(cast)
+    try:
+        with _Gemms(cast, onednn):
+            yield
+    finally:
+        _ACTIVE_CAST.reset(token)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,8 @@ from timm.layers import Attention, SwiGLU, trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from tokenizers_vis.cpu_gemm import linear_slice
+
 
 class Transformer(nn.Module):
     """`depth` pre-norm ViT blocks of width `width`, then a final LayerNorm.
@@ -102,11 +104,10 @@ def block_rows(block: Block, x: Tensor, attn_mask: Tensor | None, rows: slice) -
     attn = block.attn
     if type(attn) is not Attention or attn.gate is not None or not attn.fused_attn:
         return block(x, attn_mask=attn_mask)[:, rows]
-    dim = attn.attn_dim
-    weight, bias = attn.qkv.weight, attn.qkv.bias  # (3d w), (3d): q, k, v stacked
+    dim = attn.attn_dim  # attn.qkv's outputs: q, k, v stacked, d each
     h = block.norm1(x)  # (b l w)
-    q = F.linear(h[:, rows], weight[:dim], None if bias is None else bias[:dim])  # (b r d)
-    kv = F.linear(h, weight[dim:], None if bias is None else bias[dim:])  # (b l 2d)
+    q = linear_slice(h[:, rows], attn.qkv, 0, dim)  # (b r d)
+    kv = linear_slice(h, attn.qkv, dim, 3 * dim)  # (b l 2d)
     q = rearrange(q, "b r (h e) -> b h r e", h=attn.num_heads)
     k, v = rearrange(kv, "b l (two h e) -> two b h l e", two=2, h=attn.num_heads)
     q, k = attn.q_norm(q), attn.k_norm(k)
