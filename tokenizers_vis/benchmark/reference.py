@@ -253,6 +253,9 @@ def run_reference(
                 "speedup_quartiles": f"{gain['low_quartile']:.2f}-{gain['high_quartile']:.2f}",
                 "speedup_of_medians": gain["of_medians"],
                 "linear": linear_library() if precision == "fp32" else "autocast (oneDNN)",
+                # Every pair, so runs can be pooled or re-analysed later.
+                "reference_seconds": times["reference"],
+                "vistok_seconds": times["vistok"],
             }
             if "vistok_other" in seconds:
                 record["other_linear"] = other_library()
