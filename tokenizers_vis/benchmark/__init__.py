@@ -18,12 +18,14 @@ torch version and threads:
                  entry points): `generation` adds `gpt`, GPT tokens/s with and without the KV cache
 
 The plug-in API (public): `BenchSection`, `CliOption`, `Context` (device, precision, repeats,
-`stamp`), `measure` (warm-up, then the median of timed calls), `count_flops`.
+`stamp`), `measure` (warm-up, then the median of timed calls), `count_flops` (from
+tokenizers_vis/flops.py).
 """
 
-from tokenizers_vis.benchmark.common import Context, count_flops, measure
+from tokenizers_vis.benchmark.common import Context, measure
 from tokenizers_vis.benchmark.runner import SECTIONS, BenchConfig, run, section_names
 from tokenizers_vis.benchmark.sections import ENTRY_POINT_GROUP, BenchSection, CliOption
+from tokenizers_vis.flops import count_flops
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -1,11 +1,8 @@
 """What every benchmark section shares: timing with warm-up and medians, FLOP counting, the
 record stamp (machine, precision, torch, threads) and synthetic inputs.
 
-FLOPs are counted, never estimated: `count_flops` runs the call under PyTorch's
-`FlopCounterMode` (matmuls, convolutions, attention; 2 FLOPs a multiply-add). PyTorch's own
-table lacks the CPU flash-attention kernel that `F.scaled_dot_product_attention` dispatches to
-on CPU, so a ViT's attention would count as zero there; we map it (and its backward) to the same
-formula the table uses for the GPU kernels.
+FLOPs are counted, never estimated: `count_flops` (tokenizers_vis/flops.py) runs the call under
+PyTorch's `FlopCounterMode`, CPU attention included.
 """
 
 from __future__ import annotations
@@ -20,35 +17,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop, sdpa_flop
 
 from tokenizers_vis.limits import DEFAULT_LIMITS, Limits
 from tokenizers_vis.precision import PrecisionChoice, cpu_model_name
-
-
-def _as_registered(formula: Callable[..., int]) -> Callable[..., int]:
-    """`formula` as FlopCounterMode's table holds it: already taking tensors (the module's
-    registered formulas are wrapped once; `custom_mapping` would wrap them again)."""
-
-    def count(*args: Any, **kwargs: Any) -> int:
-        return formula(*args, **kwargs)
-
-    count._get_raw = True  # type: ignore[attr-defined]
-    return count
-
-
-_aten = torch.ops.aten
-_MISSING_FLOPS = {
-    _aten._scaled_dot_product_flash_attention_for_cpu: _as_registered(sdpa_flop),
-    _aten._scaled_dot_product_flash_attention_for_cpu_backward: _as_registered(sdpa_backward_flop),
-}
-
-
-def count_flops(fn: Callable[[], Any]) -> int:
-    """FLOPs of one call of `fn` (forward and, if it runs one, backward), counted by dispatch."""
-    with FlopCounterMode(display=False, custom_mapping=_MISSING_FLOPS) as counter:
-        fn()
-    return int(counter.get_total_flops())
 
 
 def sync(device: torch.device) -> None:

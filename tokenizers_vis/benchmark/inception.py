@@ -39,8 +39,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tokenizers_vis.benchmark.common import Context, count_flops, measure, smooth_images
+from tokenizers_vis.benchmark.common import Context, measure, smooth_images
 from tokenizers_vis.data.transforms import to_uint8
+from tokenizers_vis.flops import count_flops
 
 TOLERANCE = 1e-4  # relative: what counts as "exact" for switching the library's default
 GRAD_MODES: dict[str, Callable[[], Any]] = {

@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from tokenizers_vis.benchmark.common import Context, count_flops, measure
+from tokenizers_vis.benchmark.common import Context, measure
+from tokenizers_vis.flops import count_flops
 from tokenizers_vis.precision import cpu_bf16_native
 from tokenizers_vis.presets import preset_spec
 from tokenizers_vis.tokenizer import Tokenizer

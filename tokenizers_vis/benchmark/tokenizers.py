@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
-from tokenizers_vis.benchmark.common import Context, count_flops, measure, smooth_images
+from tokenizers_vis.benchmark.common import Context, measure, smooth_images
 from tokenizers_vis.benchmark.memory import peak_memory
+from tokenizers_vis.flops import count_flops
 from tokenizers_vis.limits import Limits
 from tokenizers_vis.precision import autocast
 from tokenizers_vis.presets import PRESETS, preset_spec

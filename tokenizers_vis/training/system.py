@@ -7,18 +7,21 @@ unweighted named terms; the weights live here, once.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from lightning.pytorch.callbacks import ThroughputMonitor
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from tokenizers_vis.flops import flop_counter
 from tokenizers_vis.layers.repa import repa_cosine_distance
 from tokenizers_vis.losses.adversarial import (
     PatchDiscriminator,
@@ -157,6 +160,9 @@ class TokenizerSystem(L.LightningModule):
         self.semantic = self._build_semantic(semantic)
         self._build_repa(repa_teacher)
         self.automatic_optimization = False  # two optimizers (tokenizer, discriminator)
+        # FLOPs of one training step, counted on the first one when Lightning's
+        # ThroughputMonitor is attached, which reads this attribute (`_count_flops`).
+        self.flops_per_batch: int | None = None
 
     def _build_semantic(self, spec: dict[str, Any] | None) -> nn.Module | None:
         """The semantic alignment head when loss_weights weighs a semantic term (else None)."""
@@ -255,6 +261,27 @@ class TokenizerSystem(L.LightningModule):
 
     # --------------------------------------------------------------------------------- training
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        with self._count_flops():
+            return self._training_step(batch)
+
+    @contextlib.contextmanager
+    def _count_flops(self) -> Iterator[None]:
+        """Counts the FLOPs of the step inside (forward, backward, the discriminator's; matrix
+        products, convolutions and attention) into `flops_per_batch`, once, and only when a
+        `ThroughputMonitor` will read them: it then logs `train/device/flops_per_sec`, and MFU
+        on the GPUs whose peak Lightning knows. Counting slows that one step a little."""
+        trainer = getattr(self, "_trainer", None)  # None: called outside a Trainer
+        monitored = trainer is not None and any(
+            isinstance(callback, ThroughputMonitor) for callback in trainer.callbacks
+        )
+        if self.flops_per_batch is not None or not monitored:
+            yield
+            return
+        with flop_counter() as counter:
+            yield
+        self.flops_per_batch = int(counter.get_total_flops())
+
+    def _training_step(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         images = batch[0]
         optimizers = self.optimizers()
         opt_g = optimizers[0] if isinstance(optimizers, list) else optimizers

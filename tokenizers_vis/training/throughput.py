@@ -9,6 +9,9 @@ to be told how many samples a batch holds, which `batch_size` says for our data 
     --trainer.callbacks+=lightning.pytorch.callbacks.ThroughputMonitor
     --trainer.callbacks.batch_size_fn=tokenizers_vis.training.throughput.batch_size
 
+`TokenizerSystem.flops_per_batch` (counted on the first step when the monitor is attached) adds
+FLOP/s, and MFU on the GPUs whose peak Lightning knows.
+
 `TimeBudget` is for a lease of fixed length (a borrowed GPU for ten minutes): it measures the
 step rate after the first steps and sets `trainer.max_steps` so that the run ends inside the
 budget. The cosine schedule reads `trainer.max_steps` at every step (TokenizerSystem), so the
