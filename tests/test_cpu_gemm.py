@@ -223,7 +223,7 @@ def test_attention_float_mask_and_untouched_cases() -> None:
         ours = F.scaled_dot_product_attention(q, k, v, bias)
     expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), bias.float())
     assert torch.equal(ours, expected)
-    with torch.no_grad(), cpu_gemm.inference_gemms():  # no autocast: fp32 stays as it is
+    with torch.no_grad(), cpu_gemm.inference_gemms():  # no autocast: the caller's dtype stays
         assert F.scaled_dot_product_attention(q, k, v).dtype == torch.bfloat16
     leaf = q.detach().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16), cpu_gemm.inference_gemms():

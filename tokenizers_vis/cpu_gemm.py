@@ -150,12 +150,16 @@ def _cached_cast(weight: nn.Parameter, dtype: torch.dtype) -> Tensor:
     return _cached(weight, dtype, lambda w: w.to(dtype))
 
 
-def _cached_packed(weight: nn.Parameter, dtype: torch.dtype) -> Tensor:
-    """`weight` in `dtype`, reordered into oneDNN's layout for linear layers."""
+def _cached_packed(
+    weight: nn.Parameter, dtype: torch.dtype, rows: tuple[int, int] | None = None
+) -> Tensor:
+    """`weight` (or its output rows start..stop) in `dtype`, reordered into oneDNN's layout for
+    linear layers."""
+    part = slice(None) if rows is None else slice(*rows)
     return _cached(
         weight,
-        ("packed", dtype),
-        lambda w: torch.ops.mkldnn._reorder_linear_weight(w.to(dtype), None),
+        ("packed", dtype) if rows is None else ("packed", dtype, *rows),
+        lambda w: torch.ops.mkldnn._reorder_linear_weight(w[part].to(dtype), None),
     )
 
 
@@ -177,9 +181,12 @@ def _packs(dtype: torch.dtype) -> bool:
         return False
 
 
-def _packed_linear(x: Any, weight: Any, bias: Any, dtype: torch.dtype) -> Tensor | None:
-    """`F.linear` as autocast to `dtype` (or fp32 oneDNN) computes it, with the packed weight;
-    None where this call is not one we reroute."""
+def _packed_linear(
+    x: Any, weight: Any, bias: Any, dtype: torch.dtype, rows: tuple[int, int] | None = None
+) -> Tensor | None:
+    """`F.linear` as autocast to `dtype` (or fp32 oneDNN) computes it, with the packed weight
+    (`rows`: only output features start..stop, the weight's and bias's rows sliced); None where
+    this call is not one we reroute."""
     if not (
         _cacheable(weight)
         and _packs(dtype)
@@ -188,12 +195,15 @@ def _packed_linear(x: Any, weight: Any, bias: Any, dtype: torch.dtype) -> Tensor
         and x.dim() >= 2
         and x.dtype in (torch.float32, dtype)
         and (bias is None or (isinstance(bias, Tensor) and bias.device.type == "cpu"))
-        and not (torch.is_grad_enabled() and x.requires_grad)
+        and (rows is None or bias is None or _cacheable(bias))  # a sliced bias is kept too
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
     ):
         return None
-    if bias is not None and bias.dtype != dtype:
+    if rows is not None and bias is not None:
+        bias = _cached(bias, (dtype, *rows), lambda b: b[slice(*rows)].to(dtype))
+    elif bias is not None and bias.dtype != dtype:
         bias = _cached_cast(bias, dtype) if _cacheable(bias) else bias.to(dtype)
-    return onednn_matmul(x.to(dtype), _cached_packed(weight, dtype), bias)
+    return onednn_matmul(x.to(dtype), _cached_packed(weight, dtype, rows), bias)
 
 
 def _fp32_attention(args: tuple, kwargs: dict, dtype: torch.dtype) -> Tensor | None:
@@ -243,24 +253,10 @@ def linear_slice(x: Tensor, layer: nn.Linear, start: int, stop: int) -> Tensor:
     kept like a whole weight; a plain slice would be a new tensor, cast again on every call."""
     weight, bias = layer.weight, layer.bias
     dtype = _ACTIVE_CAST.get()
-    if (
-        dtype is not None
-        and _packs(dtype)
-        and _cacheable(weight)
-        and (bias is None or _cacheable(bias))
-        and x.device.type == "cpu"
-        and x.dim() >= 2
-        and x.dtype in (torch.float32, dtype)
-        and not torch.is_grad_enabled()
-    ):
-        packed = _cached(
-            weight,
-            ("packed", dtype, start, stop),
-            lambda w: torch.ops.mkldnn._reorder_linear_weight(w[start:stop].to(dtype), None),
-        )
-        if bias is not None:
-            bias = _cached(bias, (dtype, start, stop), lambda b: b[start:stop].to(dtype))
-        return onednn_matmul(x.to(dtype), packed, bias)
+    if dtype is not None:
+        out = _packed_linear(x, weight, bias, dtype, (start, stop))
+        if out is not None:
+            return out
     return F.linear(x, weight[start:stop], None if bias is None else bias[start:stop])
 
 

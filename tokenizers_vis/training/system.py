@@ -270,10 +270,7 @@ class TokenizerSystem(L.LightningModule):
         products, convolutions and attention) into `flops_per_batch`, once, and only when a
         `ThroughputMonitor` will read them: it then logs `train/device/flops_per_sec`, and MFU
         on the GPUs whose peak Lightning knows. Counting slows that one step a little."""
-        trainer = getattr(self, "_trainer", None)  # None: called outside a Trainer
-        monitored = trainer is not None and any(
-            isinstance(callback, ThroughputMonitor) for callback in trainer.callbacks
-        )
+        monitored = any(isinstance(c, ThroughputMonitor) for c in self.trainer.callbacks)
         if self.flops_per_batch is not None or not monitored:
             yield
             return
