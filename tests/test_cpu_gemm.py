@@ -259,3 +259,49 @@ def test_linear_slice_packs_the_slice_once() -> None:
     if cpu_gemm._packs(torch.bfloat16):
         forms = cpu_gemm._CACHE[id(layer.weight)][2]
         assert list(forms) == [("packed", torch.bfloat16, 8, 20)]
+
+
+def test_derived_weight_is_kept_only_inside_inference_and_follows_updates() -> None:
+    cpu_gemm.clear_weight_cache()
+    weight = torch.nn.Parameter(torch.randn(4, 3))
+    calls: list[torch.dtype] = []
+
+    def make(w: torch.Tensor) -> torch.Tensor:
+        calls.append(w.dtype)
+        return w * 2
+
+    with torch.no_grad():
+        outside = [cpu_gemm.derived_weight(weight, "double", make) for _ in range(2)]
+        with cpu_gemm.inference_gemms():
+            inside = [cpu_gemm.derived_weight(weight, "double", make) for _ in range(2)]
+            with torch.autocast("cpu", dtype=torch.bfloat16), cpu_gemm.inference_gemms():
+                low = cpu_gemm.derived_weight(weight, "double", make)
+            weight.mul_(3)  # a new version: made again
+            updated = cpu_gemm.derived_weight(weight, "double", make)
+    with cpu_gemm.inference_gemms():  # gradients on: never kept
+        grad = cpu_gemm.derived_weight(weight, "double", make)
+    assert len(calls) == 2 + 1 + 1 + 1 + 1  # outside twice, inside once, bf16, update, gradients
+    assert inside[0] is inside[1] and outside[0] is not outside[1]
+    assert low.dtype == torch.bfloat16 and torch.equal(low, (inside[0]).bfloat16())
+    torch.testing.assert_close(updated, weight.detach() * 2)
+    assert grad.requires_grad
+
+
+def test_upsample_kernel_is_folded_once_with_autocast_s_values(monkeypatch) -> None:
+    from tokenizers_vis.decoders import maskgit_vqgan
+
+    cpu_gemm.clear_weight_cache()
+    folds: list[int] = []
+    fold = maskgit_vqgan._fold_nearest_x2
+    monkeypatch.setattr(maskgit_vqgan, "_fold_nearest_x2", lambda w: folds.append(1) or fold(w))
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+    x = torch.randn(2, 8, 5, 6)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = maskgit_vqgan.upsample_conv(x, conv)  # autocast casts the fold on each call
+        with cpu_gemm.inference_gemms():
+            first = maskgit_vqgan.upsample_conv(x, conv)
+            again = maskgit_vqgan.upsample_conv(x, conv)
+    assert len(folds) == 2  # once outside, once for both calls inside
+    assert torch.equal(first, again)
+    torch.testing.assert_close(first, plain, rtol=0, atol=0)  # autocast's own values

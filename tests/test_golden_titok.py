@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from einops import rearrange
@@ -97,6 +98,24 @@ def test_tiny_maskgit_vqgan_equals_reference() -> None:
     pixels = (decoder.decode_ids(rest["ids"]) + 1) / 2  # converter folds [0, 1] -> [-1, 1]
     assert pixels.shape == rest["out:pixels"].shape
     assert (pixels - rest["out:pixels"]).abs().max() < TOL
+
+
+def test_converted_legacy_titok_exports_to_onnx(tmp_path: Path) -> None:
+    """The legacy decoder's MaskGIT-VQGAN (its upsampling a stride-2 transposed conv) runs in
+    ONNX Runtime with the ids and pixels of the PyTorch model that matched the reference."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from tokenizers_vis.deploy import OnnxTokenizer, export_onnx
+
+    tok, rest, _ = converted_tokenizer("titok", "titok_legacy")
+    tok.save_pretrained(tmp_path / "converted")
+    runner = OnnxTokenizer(export_onnx(tmp_path / "converted", tmp_path / "onnx"), threads=1)
+    images = rest["images"] * 2 - 1  # (b 3 h w)
+    with torch.no_grad():
+        ids = tok.encode(images).ids  # (b n 1)
+        pixels = tok.decode(ids)  # (b 3 h w)
+    assert np.array_equal(runner.encode(images.numpy()), ids.numpy())
+    assert np.abs(runner.decode(ids.numpy()) - pixels.numpy()).max() < TOL
 
 
 def test_one_d_piece_decodes_prefixes_and_titok_does_not_train_tail_drop() -> None:

@@ -7,7 +7,8 @@ only).
    core). Here `F.linear` and `F.conv2d` receive a copy cast once and kept until the weight
    changes (its version counter): the values autocast would make, so outputs are bit-identical.
    The copies (half the fp32 weights' memory) live as long as their parameters, or until
-   `clear_weight_cache()`.
+   `clear_weight_cache()`. A kernel computed from a parameter (the MaskGIT-VQGAN's upsampling
+   folded into a transposed conv) is kept the same way, cast once: `derived_weight`.
 
 2. **Which library computes fp32 linears.** PyTorch sends an fp32 `F.linear` on CPU to MKL's
    sgemm. On AMD processors MKL does not take its fastest code path, while oneDNN (which PyTorch
@@ -54,7 +55,7 @@ import contextvars
 import functools
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,8 @@ _FORCED: contextvars.ContextVar[str | None] = contextvars.ContextVar("cpu_linear
 _ACTIVE_CAST: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVar(
     "inference_gemms_cast", default=None
 )
+# True inside `inference_gemms`: `derived_weight` keeps what it makes only there.
+_INFERENCE: contextvars.ContextVar[bool] = contextvars.ContextVar("inference", default=False)
 _CAST_FUNCTIONS = {F.linear: 1, F.conv2d: 1}  # function -> position of its weight argument
 
 
@@ -260,13 +263,28 @@ def linear_slice(x: Tensor, layer: nn.Linear, start: int, stop: int) -> Tensor:
     return F.linear(x, weight[start:stop], None if bias is None else bias[start:stop])
 
 
+def derived_weight(weight: Tensor, form: str, make: Callable[[Tensor], Tensor]) -> Tensor:
+    """`make(weight)`: a tensor computed from a parameter (a kernel folded from it). Inside
+    `inference_gemms` without gradients it is made once and kept, like a cast weight, while the
+    parameter is unchanged, in the dtype CPU autocast computes products in (the copy autocast
+    would cast on every call); elsewhere it is made on every call. `form` names what `make`
+    computes (one parameter may have several)."""
+    if not (_INFERENCE.get() and _cacheable(weight) and not torch.is_grad_enabled()):
+        return make(weight)
+    dtype = _ACTIVE_CAST.get()
+    if dtype is None:
+        return _cached(weight, ("derived", form), make)
+    return _cached(weight, ("derived", form, dtype), lambda w: make(w).to(dtype))
+
+
 def clear_weight_cache() -> None:
     """Frees every cast copy `inference_gemms` keeps."""
     _CACHE.clear()
 
 
 def _cacheable(weight: Any) -> bool:
-    # Parameters only: a weight computed per call (a folded kernel) would never be reused.
+    # Parameters only: a tensor computed per call would never be reused (`derived_weight` keys
+    # what it derives on the parameter).
     return (
         isinstance(weight, nn.Parameter)
         and weight.dtype == torch.float32
@@ -325,8 +343,12 @@ def _gemms(onednn: bool) -> Iterator[None]:
 def inference_gemms() -> Iterator[None]:
     """Inside: the module's inference policy (weights cast once under autocast; fp32 linears on
     the library `linear_library()` names)."""
-    with _gemms(linear_library() == "onednn"):
-        yield
+    token = _INFERENCE.set(True)
+    try:
+        with _gemms(linear_library() == "onednn"):
+            yield
+    finally:
+        _INFERENCE.reset(token)
 
 
 @contextlib.contextmanager

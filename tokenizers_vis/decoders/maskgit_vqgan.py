@@ -14,7 +14,7 @@ bias), twice. Where a block changes width, the published network's shortcut is a
 block's *output* (not of its input): the released weights were trained with it, so it is kept.
 
 Changes: sized by parameters so tests build a tiny one. The nearest x2 upsampling and 3x3 conv run
-as one 2x2 convolution on the coarse grid with four output phases (`upsample_conv`): the same
+as one 4x4, stride-2 transposed convolution on the coarse grid (`upsample_conv`): the same
 function, 16 instead of 36 multiply-adds per coarse pixel and channel pair, and no x4 copy of the
 input (the four upsampling convs are a quarter of the decoder's work at the published size).
 The activations run channels-last (NHWC): oneDNN's convolutions and GroupNorm take that layout
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import Tensor, nn
 
+from tokenizers_vis.cpu_gemm import derived_weight
 from tokenizers_vis.registry import PIXEL_DECODERS
 
 
@@ -80,44 +81,38 @@ class UpStage(nn.Module):
         return x
 
 
-# FOLD[a, t, k] = 1 where kernel row k, applied after nearest x2 upsampling at a fine row 2i + a,
-# reads coarse row t of its 2-row window (rows i - 1 + a and i + a). Columns fold alike.
-FOLD = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+# TAPS[t, k] = 1 where 3x3-kernel row k, applied after nearest x2 upsampling, lands in tap t of
+# the stride-2 transposed conv (padding 1) that writes fine rows 2i - 1 + t from coarse row i:
+# fine row 2i reads fine rows 2i - 1, 2i, 2i + 1 = coarse i - 1, i, i (taps 3, 1, 1) and fine
+# row 2i + 1 reads coarse i, i, i + 1 (taps 2, 2, 0). Columns fold alike.
+TAPS = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 
 
 def upsample_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
     """`conv(nearest_x2(x))` for a 3x3, padding 1 `conv`, computed on the coarse grid: x (b c h w)
     -> (b o 2h 2w), in x's memory format.
 
-    Each fine pixel (2i + a, 2j + b) sees a 2x2 window of coarse pixels whose kernel is the 3x3
-    kernel with rows and columns summed per `FOLD`; one 2x2 conv over the zero-padded input gives
-    all four phases (a, b) as channel groups, phase (a, b) at offset (a, b) of its output.
+    Each fine pixel (2i + a, 2j + b) sees a 2x2 window of coarse pixels through the 3x3 kernel
+    with rows and columns summed per `TAPS`: a 4x4, stride-2 transposed convolution, which writes
+    the interleaved fine grid directly (no padded copy of the input, no per-phase scatter).
     """
-    b, _, h, w = x.shape
-    fold = FOLD.to(conv.weight)
-    # Fold in the weights' own precision (autocast off; meta tensors, built to count, have none).
+    # Inference folds once per weight (`derived_weight`): folding the published 512-channel
+    # kernel alone takes 4-6 ms a call (one AMD EPYC core).
+    kernel = derived_weight(conv.weight, "nearest_x2_conv", _fold_nearest_x2)  # (c o 4 4)
+    return F.conv_transpose2d(x, kernel, conv.bias, stride=2, padding=1)  # (b o 2h 2w)
+
+
+def _fold_nearest_x2(weight: Tensor) -> Tensor:
+    """3x3 kernel (o c 3 3) -> the equal 4x4 transposed-conv kernel (c o 4 4), computed in the
+    weight's own precision (autocast off; meta tensors, built to count, have no autocast)."""
+    taps = TAPS.to(weight)
     plain = (
-        torch.autocast(x.device.type, enabled=False) if x.device.type != "meta" else nullcontext()
+        torch.autocast(weight.device.type, enabled=False)
+        if weight.device.type != "meta"
+        else nullcontext()
     )
     with plain:
-        kernel = einsum(fold, fold, conv.weight, "a t k, b s l, o i k l -> a b o i t s")
-    kernel = rearrange(kernel, "a b o i t s -> (a b o) i t s")  # (4o c 2 2), phase-major
-    bias = None if conv.bias is None else conv.bias.repeat(4)  # (4o)
-    phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel, bias)  # (b 4o h+1 w+1)
-    o = conv.out_channels
-    fine = torch.empty(
-        (b, o, 2 * h, 2 * w), dtype=phases.dtype, device=x.device, memory_format=_memory_format(x)
-    )  # (b o 2h 2w)
-    for index, (a, c) in enumerate(itertools.product((0, 1), (0, 1))):
-        fine[:, :, a::2, c::2] = phases[:, index * o : (index + 1) * o, a : a + h, c : c + w]
-    return fine
-
-
-def _memory_format(x: Tensor) -> torch.memory_format:
-    """channels_last for an input laid out so (not for ones where both layouts coincide)."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
+        return einsum(taps, taps, weight, "t k, s l, o i k l -> i o t s")
 
 
 @PIXEL_DECODERS.register("maskgit_vqgan")
