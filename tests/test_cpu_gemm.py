@@ -81,9 +81,10 @@ def _tiny_tokenizer():
 
 
 def test_weight_cache_gives_autocast_s_values_and_casts_once(monkeypatch) -> None:
-    # Attention in fp32 is a separate, value-changing choice (tested below): off here, so the
-    # weight cache alone must give autocast's very bits.
-    monkeypatch.setattr(cpu_gemm, "_fp32_attention", lambda *_: None)
+    # Attention (fp32, or vistok's bf16 kernel) is a separate, value-changing choice (tested
+    # below and in test_cpu_attention.py): off here, so the weight cache alone must give
+    # autocast's very bits.
+    monkeypatch.setattr(cpu_gemm, "_attention", lambda *_: None)
     tok = _tiny_tokenizer()
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):

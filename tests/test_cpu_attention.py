@@ -1,0 +1,109 @@
+"""vistok's CPU bf16 attention kernel (tokenizers_vis/cpu_attention.py): values against fp64,
+what it refuses, how `inference_gemms` routes to it, and the fallback when it cannot be built.
+
+The kernel needs x86 with AVX512-BF16 and a C++ compiler; on other machines the tests of its
+values skip (the fallback tests run everywhere)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tokenizers_vis.cpu_gemm as cpu_gemm
+from tokenizers_vis import cpu_attention
+
+
+@pytest.fixture(scope="module")
+def kernel() -> None:
+    if not cpu_attention.available():
+        pytest.skip("the kernel needs x86 with AVX512-BF16 and a C++ compiler")
+
+
+def _qkv(b: int, h: int, n: int, m: int, spread: float, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    q = (torch.randn(b, h, n, 64, generator=g) * spread).bfloat16()
+    k = (torch.randn(b, h, m, 64, generator=g) * spread).bfloat16()
+    v = torch.randn(b, h, m, 64, generator=g).bfloat16()
+    return q, k, v
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 1, 1), (2, 3, 5, 7), (1, 2, 49, 50), (1, 1, 17, 96), (2, 4, 64, 97)]
+)
+@pytest.mark.parametrize("spread", [1.0, 3.0])  # 3: peaked attention
+def test_closer_to_fp64_than_pytorch_s_bf16_kernel(kernel, shape, spread) -> None:
+    q, k, v = _qkv(*shape, spread)
+    ours = cpu_attention.attention(q, k, v)
+    exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
+    theirs = F.scaled_dot_product_attention(q, k, v)  # PyTorch's bf16 flash kernel
+    assert ours.shape == exact.shape and ours.dtype == torch.float32
+    ours_err = (ours.double() - exact).abs().max()
+    assert ours_err <= (theirs.double() - exact).abs().max() + 1e-6
+    assert ours_err < 5e-3 * spread
+
+
+def test_scale_and_strided_views_of_one_projection(kernel) -> None:
+    g = torch.Generator().manual_seed(1)
+    qkv = (torch.randn(2, 33, 3 * 2 * 64, generator=g) * 2).bfloat16()  # (b l 3*h*e)
+    q, k, v = qkv.reshape(2, 33, 3, 2, 64).permute(2, 0, 3, 1, 4)  # 3 x (b h l e), strided
+    views = cpu_attention.attention(q, k, v, scale=0.05)
+    dense = cpu_attention.attention(q.contiguous(), k.contiguous(), v.contiguous(), scale=0.05)
+    assert torch.equal(views, dense)
+    exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), scale=0.05)
+    assert (views.double() - exact).abs().max() < 5e-3
+    # The output is a (b h l e) view of a (b l h e) tensor: back to tokens without a copy.
+    assert views.transpose(1, 2).is_contiguous()
+
+
+def test_refuses_what_it_does_not_compute(kernel) -> None:
+    q, k, v = _qkv(1, 2, 6, 6, 1.0)
+    assert cpu_attention.attention(q.float(), k.float(), v.float()) is None  # not bf16
+    q32, k32, v32 = (t[..., :32].contiguous() for t in (q, k, v))
+    assert cpu_attention.attention(q32, k32, v32) is None  # head size 32
+    odd = torch.empty(1 + q.numel(), dtype=torch.bfloat16)[1:].view(q.shape).copy_(q)
+    assert cpu_attention.attention(odd, k, v) is None  # bf16 pairs not 32-bit aligned
+    assert cpu_attention.attention(q, k[:, :, :3], v) is None  # keys and values disagree
+    assert cpu_attention.attention(q, k, v, scale=-1.0) is None
+    leaf = q.detach().requires_grad_()
+    assert cpu_attention.attention(leaf, k, v) is None  # gradients: PyTorch's own path
+
+
+def test_inference_gemms_routes_plain_bf16_attention_here(kernel, monkeypatch) -> None:
+    q, k, v = _qkv(2, 2, 9, 9, 2.0)
+    mask = torch.ones(9, 9, dtype=torch.bool).tril()
+    direct = cpu_attention.attention(q, k, v)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), cpu_gemm.inference_gemms():
+        plain = F.scaled_dot_product_attention(q, k, v)
+        masked = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        causal = F.scaled_dot_product_attention(q, k, v, None, 0.0, True)
+        monkeypatch.setenv(cpu_attention.ENV, "off")
+        switched_off = F.scaled_dot_product_attention(q, k, v)
+    assert torch.equal(plain, direct)
+    upcast = [t.float() for t in (q, k, v)]
+    assert torch.equal(masked, F.scaled_dot_product_attention(*upcast, attn_mask=mask))
+    assert torch.equal(causal, F.scaled_dot_product_attention(*upcast, is_causal=True))
+    assert torch.equal(switched_off, F.scaled_dot_product_attention(*upcast))  # fp32 path
+
+
+def test_no_kernel_without_the_instructions_or_when_the_build_fails(monkeypatch) -> None:
+    monkeypatch.setattr(cpu_attention, "_cpu_flags", lambda: {"avx2", "fma"})
+    cpu_attention._module.cache_clear()
+    try:
+        assert not cpu_attention.available()
+        q, k, v = _qkv(1, 1, 4, 4, 1.0)
+        assert cpu_attention.attention(q, k, v) is None
+        monkeypatch.setattr(cpu_attention, "_cpu_flags", lambda: {"avx512_bf16"})
+        monkeypatch.setattr(cpu_attention.platform, "machine", lambda: "x86_64")
+
+        def no_compiler(**_: object) -> None:
+            raise RuntimeError("Error building extension: c++: not found")
+
+        monkeypatch.setattr("torch.utils.cpp_extension.load", no_compiler)
+        cpu_attention._module.cache_clear()
+        with pytest.warns(UserWarning, match="fp32 kernel instead"):
+            assert not cpu_attention.available()
+        assert not cpu_attention.available()  # warned once, not tried again
+    finally:
+        monkeypatch.undo()
+        cpu_attention._module.cache_clear()

@@ -1,0 +1,210 @@
+// Attention of bf16 q, k, v with head size 64 on x86 CPUs with AVX512-BF16 (inference only).
+//
+// Numerics: q.k products of bf16 inputs summed in fp32 (vdpbf16ps), softmax in fp32, the
+// probabilities rounded to bf16 for the product with v, summed in fp32, normalised in fp32:
+// the rounding PyTorch's own bf16 flash kernel does. Why a kernel of our own: on CPUs with
+// AVX512-BF16 but no AMX, PyTorch's bf16 flash kernel runs its blocks through generic GEMM
+// calls, slower than its fp32 kernel; this one keeps each head's packed keys and values in
+// cache and its 8-query score and 6-query output blocks in registers (tokenizers_vis/
+// cpu_attention.py has the measurements).
+//
+// Layout: q (B, N, H, 64), k and v (B, Nk, H, 64) as strided views (the last dimension
+// contiguous, every other stride and the offsets even), out (B, N, H, 64) fp32 contiguous.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kDim = 64;      // head size; 32 bf16 pairs
+constexpr int64_t kKeyBlock = 48; // keys per score block: 3 vectors of 16
+
+// exp(x) for x <= 0 (scores minus their row maximum): 2^(x log2 e) as 2^n * p(f), f in
+// [-0.5, 0.5], p of degree 6 (relative error ~1e-7); below -87 the result is 0 in fp32 anyway.
+inline __m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887440266574e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332471162809e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// Lanes j .. j+16 that are real keys (< Nk), not padding.
+inline __mmask16 real_keys(int64_t j, int64_t Nk) {
+  if (j + 16 <= Nk) return __mmask16(0xFFFF);
+  return j >= Nk ? __mmask16(0) : __mmask16((1u << (Nk - j)) - 1);
+}
+
+// scores[r][0..48) = q_r . keys[j0 .. j0+48) for R query rows; keys packed as 32-bit bf16 pairs,
+// pair p of key j at packed[p * padded + j].
+template <int R>
+inline void score_block(const uint16_t* q, int64_t q_stride, const uint32_t* packed,
+                        int64_t padded, float* scores, int64_t score_stride) {
+  __m512 acc[R][3];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 3; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int p = 0; p < kDim / 2; ++p) {
+    const uint32_t* kp = packed + p * padded;
+    const __m512bh k0 = (__m512bh)_mm512_loadu_si512(kp);
+    const __m512bh k1 = (__m512bh)_mm512_loadu_si512(kp + 16);
+    const __m512bh k2 = (__m512bh)_mm512_loadu_si512(kp + 32);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const uint32_t pair = reinterpret_cast<const uint32_t*>(q + r * q_stride)[p];
+      const __m512bh qb = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], qb, k0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], qb, k1);
+      acc[r][2] = _mm512_dpbf16_ps(acc[r][2], qb, k2);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 3; ++c) _mm512_storeu_ps(scores + r * score_stride + 16 * c, acc[r][c]);
+}
+
+// out[r][0..64) = inv[r] * sum_j probs[r][j] v[j] for R rows; values packed per key pair:
+// 128 bf16 = for d in 0..64: (v[2 j2][d], v[2 j2 + 1][d]).
+template <int R>
+inline void output_block(const uint16_t* probs, int64_t prob_stride, const uint16_t* packed,
+                         int64_t pairs, float* out, int64_t out_stride, const float* inv) {
+  __m512 acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t j2 = 0; j2 < pairs; ++j2) {
+    const uint16_t* vp = packed + j2 * 2 * kDim;
+    const __m512bh v0 = (__m512bh)_mm512_loadu_si512(vp);
+    const __m512bh v1 = (__m512bh)_mm512_loadu_si512(vp + 32);
+    const __m512bh v2 = (__m512bh)_mm512_loadu_si512(vp + 64);
+    const __m512bh v3 = (__m512bh)_mm512_loadu_si512(vp + 96);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+      const uint32_t pair = reinterpret_cast<const uint32_t*>(probs + r * prob_stride)[j2];
+      const __m512bh pb = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], pb, v0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], pb, v1);
+      acc[r][2] = _mm512_dpbf16_ps(acc[r][2], pb, v2);
+      acc[r][3] = _mm512_dpbf16_ps(acc[r][3], pb, v3);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const __m512 scale = _mm512_set1_ps(inv[r]);
+    for (int c = 0; c < 4; ++c)
+      _mm512_storeu_ps(out + r * out_stride + 16 * c, _mm512_mul_ps(acc[r][c], scale));
+  }
+}
+
+}  // namespace
+
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        double scale) {
+  for (const auto* t : {&q, &k, &v}) {
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kBFloat16 && t->dim() == 4,
+                "q, k, v: 4-D bf16 CPU tensors");
+    TORCH_CHECK(t->size(3) == kDim && t->stride(3) == 1, "head size 64, contiguous");
+    TORCH_CHECK(t->stride(0) % 2 == 0 && t->stride(1) % 2 == 0 && t->stride(2) % 2 == 0 &&
+                    t->storage_offset() % 2 == 0,
+                "even strides and offset (bf16 pairs are read as 32-bit words)");
+  }
+  const int64_t B = q.size(0), N = q.size(1), H = q.size(2), Nk = k.size(1);
+  TORCH_CHECK(k.size(0) == B && v.size(0) == B && k.size(2) == H && v.size(2) == H &&
+                  v.size(1) == Nk && Nk > 0,
+              "k and v: (B, Nk, H, 64) with q's B and H");
+  const int64_t padded = (Nk + kKeyBlock - 1) / kKeyBlock * kKeyBlock;  // even, too
+  auto out = torch::empty({B, N, H, kDim}, q.options().dtype(at::kFloat));
+  const auto* Q = reinterpret_cast<const uint16_t*>(q.data_ptr<at::BFloat16>());
+  const auto* K = reinterpret_cast<const uint16_t*>(k.data_ptr<at::BFloat16>());
+  const auto* V = reinterpret_cast<const uint16_t*>(v.data_ptr<at::BFloat16>());
+  float* O = out.data_ptr<float>();
+  const float sc = static_cast<float>(scale);
+  // Pair indices for interleaving two value rows (a: 0..31, b: 32..63 of permutex2var).
+  const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                       39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+  const __m512i hi = _mm512_set_epi16(63, 31, 62, 30, 61, 29, 60, 28, 59, 27, 58, 26, 57, 25, 56,
+                                       24, 55, 23, 54, 22, 53, 21, 52, 20, 51, 19, 50, 18, 49, 17,
+                                       48, 16);
+
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<uint32_t> keys(kDim / 2 * padded);
+    std::vector<uint16_t> values(padded * kDim);
+    std::vector<float> scores(8 * padded);
+    std::vector<uint16_t> probs(8 * padded);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      const uint16_t* Kb = K + b * k.stride(0) + h * k.stride(2);
+      const uint16_t* Vb = V + b * v.stride(0) + h * v.stride(2);
+      const uint16_t* Qb = Q + b * q.stride(0) + h * q.stride(2);
+      for (int64_t j = 0; j < padded; ++j) {  // keys: pair-major, zero past Nk
+        const auto* row = reinterpret_cast<const uint32_t*>(Kb + j * k.stride(1));
+        for (int p = 0; p < kDim / 2; ++p) keys[p * padded + j] = j < Nk ? row[p] : 0u;
+      }
+      for (int64_t j2 = 0; j2 < padded / 2; ++j2) {  // values: two keys' rows interleaved
+        const int64_t j0 = 2 * j2, j1 = j0 + 1;
+        const __m512i zero = _mm512_setzero_si512();
+        const __m512i a0 = j0 < Nk ? _mm512_loadu_si512(Vb + j0 * v.stride(1)) : zero;
+        const __m512i a1 = j0 < Nk ? _mm512_loadu_si512(Vb + j0 * v.stride(1) + 32) : zero;
+        const __m512i b0 = j1 < Nk ? _mm512_loadu_si512(Vb + j1 * v.stride(1)) : zero;
+        const __m512i b1 = j1 < Nk ? _mm512_loadu_si512(Vb + j1 * v.stride(1) + 32) : zero;
+        uint16_t* dst = values.data() + j2 * 2 * kDim;
+        _mm512_storeu_si512(dst, _mm512_permutex2var_epi16(a0, lo, b0));
+        _mm512_storeu_si512(dst + 32, _mm512_permutex2var_epi16(a0, hi, b0));
+        _mm512_storeu_si512(dst + 64, _mm512_permutex2var_epi16(a1, lo, b1));
+        _mm512_storeu_si512(dst + 96, _mm512_permutex2var_epi16(a1, hi, b1));
+      }
+      for (int64_t q0 = 0; q0 < N; q0 += 8) {
+        const int rows = static_cast<int>(std::min<int64_t>(8, N - q0));
+        for (int64_t j0 = 0; j0 < padded; j0 += kKeyBlock) {
+          if (rows == 8) {
+            score_block<8>(Qb + q0 * q.stride(1), q.stride(1), keys.data() + j0, padded,
+                           scores.data() + j0, padded);
+          } else {
+            for (int r = 0; r < rows; ++r)
+              score_block<1>(Qb + (q0 + r) * q.stride(1), q.stride(1), keys.data() + j0, padded,
+                             scores.data() + r * padded + j0, padded);
+          }
+        }
+        float inv[8];
+        for (int r = 0; r < rows; ++r) {  // softmax of scale * scores over the Nk real keys
+          const float* s = scores.data() + r * padded;
+          __m512 running = _mm512_set1_ps(-INFINITY);
+          for (int64_t j = 0; j < padded; j += 16)
+            running = _mm512_mask_max_ps(running, real_keys(j, Nk), running, _mm512_loadu_ps(s + j));
+          const float top = _mm512_reduce_max_ps(running);
+          const __m512 shift = _mm512_set1_ps(top * sc), factor = _mm512_set1_ps(sc);
+          __m512 sum = _mm512_setzero_ps();
+          for (int64_t j = 0; j < padded; j += 16) {
+            const __mmask16 real = real_keys(j, Nk);
+            __m512 e = exp_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), factor, shift));
+            e = _mm512_maskz_mov_ps(real, e);
+            sum = _mm512_add_ps(sum, e);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(probs.data() + r * padded + j),
+                                (__m256i)_mm512_cvtneps_pbh(e));
+          }
+          inv[r] = 1.0f / _mm512_reduce_add_ps(sum);
+        }
+        int r0 = 0;
+        float* o = O + ((b * N + q0) * H + h) * kDim;
+        for (; r0 + 6 <= rows; r0 += 6)
+          output_block<6>(probs.data() + r0 * padded, padded, values.data(), padded / 2,
+                          o + r0 * H * kDim, H * kDim, inv + r0);
+        for (; r0 < rows; ++r0)
+          output_block<1>(probs.data() + r0 * padded, padded, values.data(), padded / 2,
+                          o + r0 * H * kDim, H * kDim, inv + r0);
+      }
+    }
+  });
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("attention", &attention, "bf16 attention, head size 64 (see the file's header)");
+}
