@@ -319,8 +319,8 @@ def _cacheable(weight: Any) -> bool:
 
 
 class _Gemms(TorchFunctionMode):
-    """Casts weights once and runs attention in fp32 for autocast (`cast` = its dtype), or sends
-    fp32 linears to oneDNN."""
+    """Casts weights once and reroutes attention (vistok's bf16 kernel, else fp32) for autocast
+    (`cast` = its dtype), or sends fp32 linears to oneDNN."""
 
     def __init__(self, cast: torch.dtype | None, onednn: bool) -> None:
         super().__init__()
