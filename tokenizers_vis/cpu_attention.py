@@ -7,10 +7,11 @@ without gradients. Elsewhere attention runs in PyTorch's fp32 flash kernel on up
 Why: on CPUs with AVX512-BF16 but without AMX, PyTorch's bf16 flash kernel is slower than its
 fp32 one. At TiTok-B-64's encoder shape, (2 12 321 64), one AMD EPYC core: 4.9 ms a layer here
 against 8.9-9.7 ms for the upcast + fp32 flash path and 10.5-10.8 ms for the bf16 flash kernel
-(medians of 21 calls, in isolation, two rounds). Numerics: bf16 products summed in fp32, softmax in fp32, probabilities
-rounded to bf16 before the product with v: the rounding of PyTorch's bf16 flash kernel, and
-2-3.5x closer to fp64 than it (largest error, random inputs, 6 shapes up to (2 12 321 64);
-tests/test_cpu_attention.py), but not exact to fp32 as the fp32 path is.
+(medians of 21 calls, in isolation, two rounds). Numerics: bf16 products summed in fp32, softmax
+in fp32, probabilities rounded to bf16 before the product with v: the rounding of PyTorch's bf16
+flash kernel, and 2-3.5x closer to fp64 than it (largest error, random inputs; six shapes up to
+(2 12 321 64) measured, five of them in tests/test_cpu_attention.py), but not exact to fp32 as
+the fp32 path is.
 
 The C++ source is compiled on first use (about 25 s; `torch.utils.cpp_extension`, a C++ compiler
 needed) into vistok's cache directory, keyed by the source, the torch version and Python's; a
