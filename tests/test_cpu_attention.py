@@ -74,6 +74,33 @@ def test_scale_and_strided_views_of_one_projection(kernel) -> None:
     assert views.transpose(1, 2).is_contiguous()
 
 
+@pytest.mark.parametrize("mask_shape", [(2, 1, 1, 70), (1, 1, 70), (1, 70)])
+def test_key_mask_leaves_masked_keys_out(kernel, mask_shape) -> None:
+    q, k, v = _qkv(2, 3, 11, 70, 2.0, seed=3)
+    g = torch.Generator().manual_seed(4)
+    mask = torch.rand(mask_shape, generator=g) < 0.6
+    mask[..., 0] = True
+    ours = cpu_attention.attention(q, k, v, attn_mask=mask)
+    exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask)
+    theirs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    err = (ours.double() - exact).abs().max()
+    assert err <= (theirs.double() - exact).abs().max() + 1e-6 and err < 1e-2
+    # Leaving keys out equals attending over only those keys: the same packed values.
+    if len(mask_shape) == 2:
+        keep = mask[0].nonzero()[:, 0]
+        assert torch.equal(ours, cpu_attention.attention(q, k[:, :, keep], v[:, :, keep]))
+
+
+def test_key_mask_with_no_visible_key_gives_zeros_like_pytorch(kernel) -> None:
+    q, k, v = _qkv(2, 2, 5, 9, 1.0)
+    mask = torch.ones(2, 1, 1, 9, dtype=torch.bool)
+    mask[1] = False  # the second image sees nothing
+    ours = cpu_attention.attention(q, k, v, attn_mask=mask)
+    assert torch.equal(ours[1], torch.zeros_like(ours[1]))
+    assert torch.equal(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)[1].float(), ours[1])
+    assert torch.equal(ours[0], cpu_attention.attention(q[:1], k[:1], v[:1])[0])
+
+
 def test_refuses_what_it_does_not_compute(kernel) -> None:
     q, k, v = _qkv(1, 2, 6, 6, 1.0)
     assert cpu_attention.attention(q.float(), k.float(), v.float()) is None  # not bf16
@@ -85,19 +112,30 @@ def test_refuses_what_it_does_not_compute(kernel) -> None:
     assert cpu_attention.attention(q, k, v, scale=-1.0) is None
     leaf = q.detach().requires_grad_()
     assert cpu_attention.attention(leaf, k, v) is None  # gradients: PyTorch's own path
+    per_query = torch.ones(6, 6, dtype=torch.bool).tril()
+    assert cpu_attention.attention(q, k, v, attn_mask=per_query) is None  # not a key mask
+    per_head = torch.ones(1, 2, 1, 6, dtype=torch.bool)
+    assert cpu_attention.attention(q, k, v, attn_mask=per_head) is None
+    additive = torch.zeros(1, 1, 1, 6)
+    assert cpu_attention.attention(q, k, v, attn_mask=additive) is None  # float: fp32 path
+    assert cpu_attention.attention(q, k, v, attn_mask=torch.ones(3, 1, 1, 6).bool()) is None
 
 
 def test_inference_gemms_routes_plain_bf16_attention_here(kernel, monkeypatch) -> None:
     q, k, v = _qkv(2, 2, 9, 9, 2.0)
     mask = torch.ones(9, 9, dtype=torch.bool).tril()
+    keys = torch.tensor([[True] * 6 + [False] * 3, [True] * 9]).reshape(2, 1, 1, 9)
     direct = cpu_attention.attention(q, k, v)
+    direct_keys = cpu_attention.attention(q, k, v, attn_mask=keys)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), cpu_gemm.inference_gemms():
         plain = F.scaled_dot_product_attention(q, k, v)
+        key_masked = F.scaled_dot_product_attention(q, k, v, attn_mask=keys)
         masked = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         causal = F.scaled_dot_product_attention(q, k, v, None, 0.0, True)
         monkeypatch.setenv(cpu_attention.ENV, "off")
         switched_off = F.scaled_dot_product_attention(q, k, v)
     assert torch.equal(plain, direct)
+    assert direct_keys is not None and torch.equal(key_masked, direct_keys)
     upcast = [t.float() for t in (q, k, v)]
     assert torch.equal(masked, F.scaled_dot_product_attention(*upcast, attn_mask=mask))
     assert torch.equal(causal, F.scaled_dot_product_attention(*upcast, is_causal=True))

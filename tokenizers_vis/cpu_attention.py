@@ -1,8 +1,12 @@
 """vistok's CPU attention kernel for bf16 inference (`kernels/cpu_attention.cpp`).
 
 Under CPU bf16 autocast, `cpu_gemm.inference_gemms` sends `F.scaled_dot_product_attention` here
-when the kernel applies: x86 with AVX512-BF16, head size 64, no mask, no dropout, not causal,
-without gradients. Elsewhere attention runs in PyTorch's fp32 flash kernel on upcast inputs.
+when the kernel applies: x86 with AVX512-BF16, head size 64, no mask or a bool key mask (the same
+for every query: padding, dropped tokens), no dropout, not causal, without gradients. Elsewhere
+attention runs in PyTorch's fp32 flash kernel on upcast inputs. TiTok's decoder passes such a key
+mask (the visible prefix of its tokens): its 12 layers took 9.5 ms each in PyTorch's kernel and
+now run here (bf16 decode of TiTok-B-64, batch 2, one AMD EPYC core: 1.24x the reference, was
+1.19-1.22).
 
 Why: on CPUs with AVX512-BF16 but without AMX, PyTorch's bf16 flash kernel is slower than its
 fp32 one. At TiTok-B-64's encoder shape, (2 12 321 64), one AMD EPYC core: 4.9 ms a layer here
@@ -114,10 +118,18 @@ def _fits(t: Any) -> bool:
     )
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor | None:
+def attention(
+    q: Tensor, k: Tensor, v: Tensor, scale: float | None = None, attn_mask: Tensor | None = None
+) -> Tensor | None:
     """softmax(scale q k^T) v for q (b h n 64), k and v (b h m 64) in bf16 -> (b h n 64) fp32
     (a view of a (b n h 64) tensor, so the usual transpose back to tokens is free); None where the
-    kernel does not apply (then the caller runs its own attention)."""
+    kernel does not apply (then the caller runs its own attention).
+
+    `attn_mask`: None, or a bool key mask (True = may attend) that is the same for every head and
+    query, shaped as SDPA broadcasts it: (b|1 1 1 m), (1 1 m) or (1 m). Masked keys are
+    left out of the kernel's packed keys; a query with no visible key gets zeros, as PyTorch's CPU
+    attention returns. Any other mask returns None.
+    """
     if not (_fits(q) and _fits(k) and _fits(v)) or not _enabled():
         return None
     b, h, _, _ = q.shape
@@ -128,9 +140,26 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Te
         return None
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         return None
+    visible = None
+    if attn_mask is not None:
+        visible = _key_mask(attn_mask, b, k.shape[2])
+        if visible is None:
+            return None
     module = _module()
     if module is None:
         return None
     # The kernel reads (b n h e) strides: the same tensors, dims 1 and 2 swapped.
-    out = module.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale)
+    out = module.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale, visible)
     return out.transpose(1, 2)  # (b h n 64)
+
+
+def _key_mask(mask: Any, batch: int, keys: int) -> Tensor | None:
+    """A bool SDPA mask that only selects keys -> contiguous (batch keys) bool; None otherwise."""
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.device.type != "cpu":
+        return None
+    if not 2 <= mask.dim() <= 4 or mask.requires_grad:  # SDPA itself refuses a 1-D mask
+        return None
+    shape = (1,) * (4 - mask.dim()) + tuple(mask.shape)
+    if shape[1:] != (1, 1, keys) or shape[0] not in (1, batch):
+        return None
+    return mask.reshape(shape[0], keys).expand(batch, keys).contiguous()

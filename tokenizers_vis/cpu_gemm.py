@@ -40,10 +40,11 @@ only).
    attention). q, k and v split from one fused projection are upcast in one pass over their
    storage. The output stays fp32; the projection after it casts it back. So bf16 outputs are
    not autocast's bits (closer to fp32's); everything in (1)-(3) is.
-   Where the CPU has AVX512-BF16 and the call is plain (head size 64, no mask, no dropout, not
-   causal), bf16 attention runs in vistok's own kernel instead (`cpu_attention`): 2x faster than
-   the fp32 path at that shape, with the rounding of PyTorch's bf16 flash kernel (probabilities
-   in bf16) and closer to fp64 than it, but not exact to fp32.
+   Where the CPU has AVX512-BF16 and the call is plain (head size 64, no mask or a bool key mask,
+   no dropout, not causal), bf16 attention runs in vistok's own kernel instead
+   (`cpu_attention`): 2x faster than the fp32 path at that shape, with the rounding of
+   PyTorch's bf16 flash kernel (probabilities in bf16) and closer to fp64 than it, but not
+   exact to fp32.
 
 `cpu_linear("mkl" | "onednn" | "auto")` picks (2) for a block of code, whatever the environment
 says (the benchmark runs both libraries side by side):
@@ -224,12 +225,11 @@ def _attention(args: tuple, kwargs: dict, dtype: torch.dtype) -> Tensor | None:
     if dtype == torch.bfloat16 and len(args) >= 3:
         options = {**dict(zip(_SDPA_OPTIONS, args[3:], strict=False)), **kwargs}
         if (
-            options.get("attn_mask") is None
-            and not options.get("dropout_p")
+            not options.get("dropout_p")
             and not options.get("is_causal")
             and not options.get("enable_gqa")
         ):
-            out = cpu_attention.attention(*args[:3], options.get("scale"))
+            out = cpu_attention.attention(*args[:3], options.get("scale"), options.get("attn_mask"))
             if out is not None:
                 return out
     return _fp32_attention(args, kwargs, dtype)

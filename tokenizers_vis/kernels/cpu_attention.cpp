@@ -10,6 +10,8 @@
 //
 // Layout: q (B, N, H, 64), k and v (B, Nk, H, 64) as strided views (the last dimension
 // contiguous, every other stride and the offsets even), out (B, N, H, 64) fp32 contiguous.
+// An optional key mask `visible` (B, Nk) bool (the same keys for every query and head: padding,
+// dropped tokens) leaves the masked keys out of the packed keys and values, so they cost nothing.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -40,7 +42,7 @@ inline __m512 exp_nonpositive(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-// Lanes j .. j+16 that are real keys (< Nk), not padding.
+// Lanes j .. j+16 that are real keys (< Nk, the visible ones), not padding.
 inline __mmask16 real_keys(int64_t j, int64_t Nk) {
   if (j + 16 <= Nk) return __mmask16(0xFFFF);
   return j >= Nk ? __mmask16(0) : __mmask16((1u << (Nk - j)) - 1);
@@ -106,7 +108,7 @@ inline void output_block(const uint16_t* probs, int64_t prob_stride, const uint1
 }  // namespace
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                        double scale) {
+                        double scale, const c10::optional<torch::Tensor>& visible) {
   for (const auto* t : {&q, &k, &v}) {
     TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kBFloat16 && t->dim() == 4,
                 "q, k, v: 4-D bf16 CPU tensors");
@@ -119,7 +121,14 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
   TORCH_CHECK(k.size(0) == B && v.size(0) == B && k.size(2) == H && v.size(2) == H &&
                   v.size(1) == Nk && Nk > 0,
               "k and v: (B, Nk, H, 64) with q's B and H");
-  const int64_t padded = (Nk + kKeyBlock - 1) / kKeyBlock * kKeyBlock;  // even, too
+  const bool* keep = nullptr;  // (B, Nk) key mask: a masked key is left out of the packed keys
+  if (visible.has_value()) {
+    TORCH_CHECK(visible->scalar_type() == at::kBool && visible->is_contiguous() &&
+                    visible->dim() == 2 && visible->size(0) == B && visible->size(1) == Nk,
+                "visible: contiguous (B, Nk) bool");
+    keep = visible->data_ptr<bool>();
+  }
+  const int64_t capacity = (Nk + kKeyBlock - 1) / kKeyBlock * kKeyBlock;  // even, too
   auto out = torch::empty({B, N, H, kDim}, q.options().dtype(at::kFloat));
   const auto* Q = reinterpret_cast<const uint16_t*>(q.data_ptr<at::BFloat16>());
   const auto* K = reinterpret_cast<const uint16_t*>(k.data_ptr<at::BFloat16>());
@@ -134,26 +143,39 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
                                        48, 16);
 
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint32_t> keys(kDim / 2 * padded);
-    std::vector<uint16_t> values(padded * kDim);
-    std::vector<float> scores(8 * padded);
-    std::vector<uint16_t> probs(8 * padded);
+    std::vector<uint32_t> keys(kDim / 2 * capacity);
+    std::vector<uint16_t> values(capacity * kDim);
+    std::vector<float> scores(8 * capacity);
+    std::vector<uint16_t> probs(8 * capacity);
+    std::vector<int64_t> index(Nk);  // the visible keys of this batch entry, in order
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
       const uint16_t* Kb = K + b * k.stride(0) + h * k.stride(2);
       const uint16_t* Vb = V + b * v.stride(0) + h * v.stride(2);
       const uint16_t* Qb = Q + b * q.stride(0) + h * q.stride(2);
-      for (int64_t j = 0; j < padded; ++j) {  // keys: pair-major, zero past Nk
-        const auto* row = reinterpret_cast<const uint32_t*>(Kb + j * k.stride(1));
-        for (int p = 0; p < kDim / 2; ++p) keys[p * padded + j] = j < Nk ? row[p] : 0u;
+      int64_t Nv = 0;
+      for (int64_t j = 0; j < Nk; ++j)
+        if (keep == nullptr || keep[b * Nk + j]) index[Nv++] = j;
+      float* o_bh = O + (b * N * H + h) * kDim;
+      if (Nv == 0) {  // every key masked: zeros, as PyTorch's CPU kernels return
+        for (int64_t n = 0; n < N; ++n) std::fill_n(o_bh + n * H * kDim, kDim, 0.0f);
+        continue;
+      }
+      const int64_t padded = (Nv + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
+      for (int64_t j = 0; j < padded; ++j) {  // keys: pair-major, zero past the visible ones
+        const int64_t key = j < Nv ? index[j] : 0;
+        const auto* row = reinterpret_cast<const uint32_t*>(Kb + key * k.stride(1));
+        for (int p = 0; p < kDim / 2; ++p) keys[p * padded + j] = j < Nv ? row[p] : 0u;
       }
       for (int64_t j2 = 0; j2 < padded / 2; ++j2) {  // values: two keys' rows interleaved
         const int64_t j0 = 2 * j2, j1 = j0 + 1;
         const __m512i zero = _mm512_setzero_si512();
-        const __m512i a0 = j0 < Nk ? _mm512_loadu_si512(Vb + j0 * v.stride(1)) : zero;
-        const __m512i a1 = j0 < Nk ? _mm512_loadu_si512(Vb + j0 * v.stride(1) + 32) : zero;
-        const __m512i b0 = j1 < Nk ? _mm512_loadu_si512(Vb + j1 * v.stride(1)) : zero;
-        const __m512i b1 = j1 < Nk ? _mm512_loadu_si512(Vb + j1 * v.stride(1) + 32) : zero;
+        const uint16_t* r0 = j0 < Nv ? Vb + index[j0] * v.stride(1) : nullptr;
+        const uint16_t* r1 = j1 < Nv ? Vb + index[j1] * v.stride(1) : nullptr;
+        const __m512i a0 = r0 ? _mm512_loadu_si512(r0) : zero;
+        const __m512i a1 = r0 ? _mm512_loadu_si512(r0 + 32) : zero;
+        const __m512i b0 = r1 ? _mm512_loadu_si512(r1) : zero;
+        const __m512i b1 = r1 ? _mm512_loadu_si512(r1 + 32) : zero;
         uint16_t* dst = values.data() + j2 * 2 * kDim;
         _mm512_storeu_si512(dst, _mm512_permutex2var_epi16(a0, lo, b0));
         _mm512_storeu_si512(dst + 32, _mm512_permutex2var_epi16(a0, hi, b0));
@@ -173,16 +195,16 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
           }
         }
         float inv[8];
-        for (int r = 0; r < rows; ++r) {  // softmax of scale * scores over the Nk real keys
+        for (int r = 0; r < rows; ++r) {  // softmax of scale * scores over the Nv visible keys
           const float* s = scores.data() + r * padded;
           __m512 running = _mm512_set1_ps(-INFINITY);
           for (int64_t j = 0; j < padded; j += 16)
-            running = _mm512_mask_max_ps(running, real_keys(j, Nk), running, _mm512_loadu_ps(s + j));
+            running = _mm512_mask_max_ps(running, real_keys(j, Nv), running, _mm512_loadu_ps(s + j));
           const float top = _mm512_reduce_max_ps(running);
           const __m512 shift = _mm512_set1_ps(top * sc), factor = _mm512_set1_ps(sc);
           __m512 sum = _mm512_setzero_ps();
           for (int64_t j = 0; j < padded; j += 16) {
-            const __mmask16 real = real_keys(j, Nk);
+            const __mmask16 real = real_keys(j, Nv);
             __m512 e = exp_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), factor, shift));
             e = _mm512_maskz_mov_ps(real, e);
             sum = _mm512_add_ps(sum, e);
@@ -192,7 +214,7 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
           inv[r] = 1.0f / _mm512_reduce_add_ps(sum);
         }
         int r0 = 0;
-        float* o = O + ((b * N + q0) * H + h) * kDim;
+        float* o = o_bh + q0 * H * kDim;
         for (; r0 + 6 <= rows; r0 += 6)
           output_block<6>(probs.data() + r0 * padded, padded, values.data(), padded / 2,
                           o + r0 * H * kDim, H * kDim, inv + r0);
@@ -206,5 +228,6 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("attention", &attention, "bf16 attention, head size 64 (see the file's header)");
+  m.def("attention", &attention, "bf16 attention, head size 64 (see the file's header)",
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"), py::arg("visible") = py::none());
 }
