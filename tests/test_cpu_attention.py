@@ -1,7 +1,8 @@
 """vistok's CPU bf16 attention kernel (tokenizers_vis/cpu_attention.py): values against fp64,
-what it refuses, how `inference_gemms` routes to it, and the fallback when it cannot be built.
+what it refuses, how `inference_gemms` routes to it, and the fallback when the kernels cannot be
+built (tokenizers_vis/cpu_kernels.py).
 
-The kernel needs x86 with AVX512-BF16 and a C++ compiler; on other machines the tests of its
+The kernels need x86 with AVX512-BF16 and a C++ compiler; on other machines the tests of their
 values skip (the fallback tests run everywhere)."""
 
 from __future__ import annotations
@@ -16,26 +17,30 @@ import torch
 import torch.nn.functional as F
 
 import tokenizers_vis.cpu_gemm as cpu_gemm
-from tokenizers_vis import cpu_attention
+from tokenizers_vis import cpu_attention, cpu_kernels
 
 
 @pytest.fixture(scope="module")
 def kernel() -> None:
-    """Skips only where the kernel cannot run (no AVX512-BF16, no C++ compiler, switched off);
-    where it should build and does not, that is a failure, not a skip."""
+    """Skips only where the kernels cannot run (no AVX512-BF16, no C++ compiler, switched off);
+    where they should build and do not, that is a failure, not a skip."""
+    require_kernels()
+
+
+def require_kernels() -> None:
     if platform.machine().lower() not in ("x86_64", "amd64") or (
-        "avx512_bf16" not in cpu_attention._cpu_flags()
+        "avx512_bf16" not in cpu_kernels.cpu_flags()
     ):
-        pytest.skip("the kernel needs an x86 CPU with AVX512-BF16")
+        pytest.skip("the kernels need an x86 CPU with AVX512-BF16")
     if shutil.which(os.environ.get("CXX", "c++")) is None:
-        pytest.skip("the kernel is compiled on first use and no C++ compiler is installed")
-    if not cpu_attention._enabled():
-        pytest.skip(f"{cpu_attention.ENV} switches the kernel off")
+        pytest.skip("the kernels are compiled on first use and no C++ compiler is installed")
+    if not cpu_kernels.enabled():
+        pytest.skip(f"{cpu_kernels.ENV} switches the kernels off")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        built = cpu_attention.available()
+        built = cpu_kernels.available()
     if not built:
-        pytest.fail(f"the kernel did not build here: {[str(w.message) for w in caught]}")
+        pytest.fail(f"the kernels did not build here: {[str(w.message) for w in caught]}")
 
 
 def _qkv(b: int, h: int, n: int, m: int, spread: float, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -132,7 +137,7 @@ def test_inference_gemms_routes_plain_bf16_attention_here(kernel, monkeypatch) -
         key_masked = F.scaled_dot_product_attention(q, k, v, attn_mask=keys)
         masked = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         causal = F.scaled_dot_product_attention(q, k, v, None, 0.0, True)
-        monkeypatch.setenv(cpu_attention.ENV, "off")
+        monkeypatch.setenv(cpu_kernels.ENV, "off")
         switched_off = F.scaled_dot_product_attention(q, k, v)
     assert torch.equal(plain, direct)
     assert direct_keys is not None and torch.equal(key_masked, direct_keys)
@@ -143,23 +148,24 @@ def test_inference_gemms_routes_plain_bf16_attention_here(kernel, monkeypatch) -
 
 
 def test_no_kernel_without_the_instructions_or_when_the_build_fails(monkeypatch) -> None:
-    monkeypatch.setattr(cpu_attention, "_cpu_flags", lambda: {"avx2", "fma"})
-    cpu_attention._module.cache_clear()
+    monkeypatch.setattr(cpu_kernels, "cpu_flags", lambda: {"avx2", "fma"})
+    cpu_kernels._build.cache_clear()
     try:
-        assert not cpu_attention.available()
+        assert not cpu_kernels.available()
         q, k, v = _qkv(1, 1, 4, 4, 1.0)
         assert cpu_attention.attention(q, k, v) is None
-        monkeypatch.setattr(cpu_attention, "_cpu_flags", lambda: {"avx512_bf16"})
-        monkeypatch.setattr(cpu_attention.platform, "machine", lambda: "x86_64")
+        monkeypatch.setattr(cpu_kernels, "cpu_flags", lambda: {"avx512_bf16"})
+        monkeypatch.setattr(cpu_kernels.platform, "machine", lambda: "x86_64")
 
         def no_compiler(**_: object) -> None:
             raise RuntimeError("Error building extension: c++: not found")
 
         monkeypatch.setattr("torch.utils.cpp_extension.load", no_compiler)
-        cpu_attention._module.cache_clear()
-        with pytest.warns(UserWarning, match="fp32 kernel instead"):
-            assert not cpu_attention.available()
-        assert not cpu_attention.available()  # warned once, not tried again
+        cpu_kernels._build.cache_clear()
+        with pytest.warns(UserWarning, match="PyTorch's own kernels run instead"):
+            assert not cpu_kernels.available()
+        assert not cpu_kernels.available()  # warned once, not tried again
+        assert cpu_attention.attention(q, k, v) is None
     finally:
         monkeypatch.undo()
-        cpu_attention._module.cache_clear()
+        cpu_kernels._build.cache_clear()

@@ -17,92 +17,23 @@ flash kernel, and 2-3.5x closer to fp64 than it (largest error, random inputs; s
 (2 12 321 64) measured, five of them in tests/test_cpu_attention.py), but not exact to fp32 as
 the fp32 path is.
 
-The C++ source is compiled on first use (about 25 s; `torch.utils.cpp_extension`, a C++ compiler
-needed) into vistok's cache directory, keyed by the source, the torch version and Python's; a
+The C++ source is compiled on first use with vistok's other CPU kernels (`cpu_kernels`); a
 machine without a compiler, or a failed build, keeps the fp32 path (with one warning).
-`VISTOK_CPU_ATTENTION=off` turns the kernel off.
+`VISTOK_CPU_KERNELS=off` turns the kernels off.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import logging
-import os
-import platform
-import sys
-import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from tokenizers_vis.cache import cache_dir
+from tokenizers_vis import cpu_kernels
 
-__all__ = ["ENV", "attention", "available"]
+__all__ = ["attention"]
 
-ENV = "VISTOK_CPU_ATTENTION"
-SOURCE = Path(__file__).with_name("kernels") / "cpu_attention.cpp"
-FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma"]
 HEAD = 64
-_log = logging.getLogger(__name__)
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _enabled() -> bool:
-    return os.environ.get(ENV, "auto").strip().lower() not in ("off", "0", "false", "no")
-
-
-@functools.lru_cache(maxsize=1)
-def _module() -> Any:
-    """The compiled kernel, or None where it cannot run here."""
-    if platform.machine().lower() not in ("x86_64", "amd64") or "avx512_bf16" not in _cpu_flags():
-        return None
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(
-        source + " ".join(FLAGS).encode() + torch.__version__.encode() + sys.version.encode()
-    ).hexdigest()[:16]
-    build = cache_dir("extensions", f"cpu_attention-{key}")
-    quiet = logging.getLogger("torch.utils.cpp_extension")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # its import warns that there is no CUDA: none is needed here
-    try:
-        from torch.utils.cpp_extension import load
-    finally:
-        quiet.setLevel(level)
-    try:
-        build.mkdir(parents=True, exist_ok=True)
-        _log.info("building vistok's CPU attention kernel in %s (once)", build)
-        return load(
-            name=f"vistok_cpu_attention_{key}",
-            sources=[str(SOURCE)],
-            build_directory=str(build),
-            extra_cflags=FLAGS,
-            verbose=False,
-        )
-    except Exception as err:  # no compiler, no headers, a read-only cache: the fp32 path runs
-        warnings.warn(
-            f"vistok: the CPU bf16 attention kernel could not be built ({type(err).__name__}: "
-            f"{str(err).strip().splitlines()[-1] if str(err).strip() else ''}); attention runs "
-            f"in PyTorch's fp32 kernel instead (set {ENV}=off to skip the attempt)",
-            stacklevel=2,
-        )
-        return None
-
-
-def available() -> bool:
-    """Whether the kernel runs here (builds it on first call)."""
-    return _enabled() and _module() is not None
 
 
 def _fits(t: Any) -> bool:
@@ -130,7 +61,7 @@ def attention(
     left out of the kernel's packed keys; a query with no visible key gets zeros, as PyTorch's CPU
     attention returns. Any other mask returns None.
     """
-    if not (_fits(q) and _fits(k) and _fits(v)) or not _enabled():
+    if not (_fits(q) and _fits(k) and _fits(v)) or not cpu_kernels.enabled():
         return None
     b, h, _, _ = q.shape
     if k.shape[:2] != (b, h) or v.shape != k.shape or k.shape[2] == 0 or q.shape[2] == 0:
@@ -145,7 +76,7 @@ def attention(
         visible = _key_mask(attn_mask, b, k.shape[2])
         if visible is None:
             return None
-    module = _module()
+    module = cpu_kernels.module()
     if module is None:
         return None
     # The kernel reads (b n h e) strides: the same tensors, dims 1 and 2 swapped.

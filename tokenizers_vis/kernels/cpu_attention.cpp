@@ -16,6 +16,8 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
+#include "simd_math.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -24,23 +26,6 @@ namespace {
 
 constexpr int64_t kDim = 64;      // head size; 32 bf16 pairs
 constexpr int64_t kKeyBlock = 48; // keys per score block: 3 vectors of 16
-
-// exp(x) for x <= 0 (scores minus their row maximum): 2^(x log2 e) as 2^n * p(f), f in
-// [-0.5, 0.5], p of degree 6 (relative error ~1e-7); below -87 the result is 0 in fp32 anyway.
-inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(t, n);
-  __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887440266574e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332471162809e-2f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
 
 // Lanes j .. j+16 that are real keys (< Nk, the visible ones), not padding.
 inline __mmask16 real_keys(int64_t j, int64_t Nk) {
@@ -198,14 +183,17 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
         for (int r = 0; r < rows; ++r) {  // softmax of scale * scores over the Nv visible keys
           const float* s = scores.data() + r * padded;
           __m512 running = _mm512_set1_ps(-INFINITY);
-          for (int64_t j = 0; j < padded; j += 16)
-            running = _mm512_mask_max_ps(running, real_keys(j, Nv), running, _mm512_loadu_ps(s + j));
+          for (int64_t j = 0; j < padded; j += 16) {
+            const __m512 block = _mm512_loadu_ps(s + j);
+            running = _mm512_mask_max_ps(running, real_keys(j, Nv), running, block);
+          }
           const float top = _mm512_reduce_max_ps(running);
           const __m512 shift = _mm512_set1_ps(top * sc), factor = _mm512_set1_ps(sc);
           __m512 sum = _mm512_setzero_ps();
           for (int64_t j = 0; j < padded; j += 16) {
             const __mmask16 real = real_keys(j, Nv);
-            __m512 e = exp_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), factor, shift));
+            const __m512 x = _mm512_fmsub_ps(_mm512_loadu_ps(s + j), factor, shift);
+            __m512 e = vistok::exp_nonpositive(x);
             e = _mm512_maskz_mov_ps(real, e);
             sum = _mm512_add_ps(sum, e);
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(probs.data() + r * padded + j),
@@ -225,9 +213,4 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
     }
   });
   return out;
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("attention", &attention, "bf16 attention, head size 64 (see the file's header)",
-        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"), py::arg("visible") = py::none());
 }
