@@ -309,3 +309,30 @@ def test_upsample_kernel_is_folded_once_with_autocast_s_values(monkeypatch) -> N
     assert len(folds) == 2  # once outside, once for both calls inside
     assert torch.equal(first, again)
     torch.testing.assert_close(first, plain, rtol=0, atol=0)  # autocast's own values
+
+
+def test_linear_gelu_fuses_only_in_fp32_onednn_inference() -> None:
+    from timm.layers import Mlp
+
+    from tokenizers_vis.layers.transformer import GeluMlp
+
+    torch.manual_seed(0)
+    mlp = GeluMlp(64, 256)
+    assert list(mlp.state_dict()) == list(Mlp(64, 256).state_dict())  # timm's layout
+    x = torch.randn(2, 9, 64) * 3
+    with torch.no_grad():
+        two_ops = mlp.fc2(F.gelu(mlp.fc1(x)))
+        assert cpu_gemm.linear_gelu(x, mlp.fc1) is None  # outside inference_gemms
+        with cpu_gemm.cpu_linear("onednn"), cpu_gemm.inference_gemms():
+            fused = cpu_gemm.linear_gelu(x, mlp.fc1)
+            whole = mlp(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16), cpu_gemm.inference_gemms():
+                assert cpu_gemm.linear_gelu(x, mlp.fc1) is None  # bf16 rounds once if fused
+        with cpu_gemm.cpu_linear("mkl"), cpu_gemm.inference_gemms():
+            assert cpu_gemm.linear_gelu(x, mlp.fc1) is None
+    reference = F.gelu(cpu_gemm.onednn_matmul(x, mlp.fc1.weight, mlp.fc1.bias))
+    assert fused is not None
+    assert ((fused - reference).abs() <= 1e-6 * reference.abs() + 1e-7).all()
+    assert torch.allclose(whole, two_ops, rtol=1e-5, atol=1e-6)
+    with cpu_gemm.cpu_linear("onednn"), cpu_gemm.inference_gemms():
+        assert cpu_gemm.linear_gelu(x, mlp.fc1) is None  # gradients: PyTorch's two ops

@@ -86,6 +86,8 @@ _ACTIVE_CAST: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVa
 )
 # True inside `inference_gemms`: `derived_weight` keeps what it makes only there.
 _INFERENCE: contextvars.ContextVar[bool] = contextvars.ContextVar("inference", default=False)
+# Whether fp32 linears currently run on oneDNN for inference (`inference_gemms` chose it).
+_FP32_ONEDNN: contextvars.ContextVar[bool] = contextvars.ContextVar("fp32_onednn", default=False)
 _CAST_FUNCTIONS = {F.linear: 1, F.conv2d: 1}  # function -> position of its weight argument
 
 
@@ -289,6 +291,24 @@ def linear_slice(x: Tensor, layer: nn.Linear, start: int, stop: int) -> Tensor:
     return F.linear(x, weight[start:stop], None if bias is None else bias[start:stop])
 
 
+def linear_gelu(x: Tensor, layer: nn.Linear) -> Tensor | None:
+    """`F.gelu(layer(x))` (erf GELU) as one oneDNN call with the GELU fused into the product's
+    output pass, where `inference_gemms` runs fp32 linears on oneDNN; None elsewhere (the caller
+    runs the two ops). Same values as the two ops (bit-identical on the AMD EPYC measured; the
+    test allows 1e-6 relative), 0.8 ms less per TiTok-B-64 MLP (27.8 + 1.7 -> 28.7 ms, batch 2,
+    one AMD EPYC core). Not under autocast: fused, bf16 would round once instead of twice."""
+    weight, bias = layer.weight, layer.bias
+    if not (
+        _FP32_ONEDNN.get()
+        and _ACTIVE_CAST.get() is None
+        and _cacheable(weight)
+        and _reroutable(x, weight, bias)
+    ):
+        return None
+    packed = _cached_packed(weight, torch.float32)
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "gelu", [], "none")
+
+
 def derived_weight(weight: Tensor, form: str, make: Callable[[Tensor], Tensor]) -> Tensor:
     """`make(weight)`: a tensor computed from a parameter (a kernel folded from it). Inside
     `inference_gemms` without gradients it is made once and kept, like a cast weight, while the
@@ -358,10 +378,12 @@ def _gemms(onednn: bool) -> Iterator[None]:
         yield  # nothing to change: no mode, no per-call overhead
         return
     token = _ACTIVE_CAST.set(cast)
+    fused = _FP32_ONEDNN.set(onednn and cast is None)
     try:
         with _Gemms(cast, onednn):
             yield
     finally:
+        _FP32_ONEDNN.reset(fused)
         _ACTIVE_CAST.reset(token)
 
 

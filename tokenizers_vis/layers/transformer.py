@@ -15,11 +15,11 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
-from timm.layers import Attention, SwiGLU, trunc_normal_
+from timm.layers import Attention, Mlp, SwiGLU, trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from tokenizers_vis.cpu_gemm import linear_slice
+from tokenizers_vis.cpu_gemm import linear_gelu, linear_slice
 
 
 class Transformer(nn.Module):
@@ -63,8 +63,7 @@ class Transformer(nn.Module):
         if norm_eps is not None or not norm_affine:
             eps = 1e-6 if norm_eps is None else norm_eps
             options["norm_layer"] = partial(nn.LayerNorm, eps=eps, elementwise_affine=norm_affine)
-        if mlp == "swiglu":
-            options["mlp_layer"] = swiglu
+        options["mlp_layer"] = swiglu if mlp == "swiglu" else GeluMlp
         self.blocks = nn.ModuleList(
             Block(
                 width,
@@ -119,6 +118,21 @@ def block_rows(block: Block, x: Tensor, attn_mask: Tensor | None, rows: slice) -
     out = attn.proj_drop(attn.proj(attn.norm(out)))  # (b r w)
     x = x[:, rows] + block.drop_path1(block.ls1(out))  # (b r w)
     return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+
+
+class GeluMlp(Mlp):
+    """timm's `Mlp` (what `Block` builds by default: same submodules, same state dict) whose
+    first linear and GELU run as one oneDNN call in fp32 CPU inference (`cpu_gemm.linear_gelu`);
+    elsewhere exactly timm's forward."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        act = self.act
+        fused = None
+        if type(act) is nn.GELU and act.approximate == "none" and not torch.jit.is_tracing():
+            fused = linear_gelu(x, self.fc1)
+        if fused is None:
+            return super().forward(x)
+        return self.drop2(self.fc2(self.norm(self.drop1(fused))))
 
 
 def swiglu(in_features: int, hidden_features: int, bias: bool = True, **_: Any) -> SwiGLU:
