@@ -66,6 +66,37 @@ def test_closer_to_fp64_than_pytorch_s_bf16_kernel(kernel, shape, spread) -> Non
     assert ours_err < 5e-3 * spread
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 5, 7), (1, 2, 49, 50), (2, 4, 64, 97)])
+@pytest.mark.parametrize("spread", [1.0, 3.0])
+def test_fp32_is_as_close_to_fp64_as_pytorch_s_fp32_kernel(kernel, shape, spread) -> None:
+    q, k, v = (t.float() for t in _qkv(*shape, spread))
+    ours = cpu_attention.attention(q, k, v)
+    exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
+    theirs = F.scaled_dot_product_attention(q, k, v)
+    assert ours.dtype == torch.float32
+    ours_err = (ours.double() - exact).abs().max().item()
+    assert ours_err <= 4 * (theirs.double() - exact).abs().max().item() + 1e-6
+    assert ours_err < 2e-5
+
+
+def test_fp32_runs_here_where_fp32_linears_run_on_onednn() -> None:
+    require_kernels()
+    q, k, v = (t.float() for t in _qkv(2, 2, 9, 9, 2.0))
+    keys = torch.tensor([[True] * 6 + [False] * 3, [True] * 9]).reshape(2, 1, 1, 9)
+    direct = cpu_attention.attention(q, k, v, attn_mask=keys)
+    with torch.no_grad():
+        with cpu_gemm.cpu_linear("onednn"), cpu_gemm.inference_gemms():
+            routed = F.scaled_dot_product_attention(q, k, v, attn_mask=keys)
+        with cpu_gemm.cpu_linear("mkl"), cpu_gemm.inference_gemms():
+            untouched = F.scaled_dot_product_attention(q, k, v, attn_mask=keys)
+    assert torch.equal(routed, direct)
+    assert torch.equal(untouched, F.scaled_dot_product_attention(q, k, v, attn_mask=keys))
+    with cpu_gemm.cpu_linear("onednn"), cpu_gemm.inference_gemms():  # gradients on: PyTorch's
+        leaf = q.clone().requires_grad_()
+        out = F.scaled_dot_product_attention(leaf, k, v)
+    assert out.requires_grad
+
+
 def test_scale_and_strided_views_of_one_projection(kernel) -> None:
     g = torch.Generator().manual_seed(1)
     qkv = (torch.randn(2, 33, 3 * 2 * 64, generator=g) * 2).bfloat16()  # (b l 3*h*e)
@@ -108,7 +139,8 @@ def test_key_mask_with_no_visible_key_gives_zeros_like_pytorch(kernel) -> None:
 
 def test_refuses_what_it_does_not_compute(kernel) -> None:
     q, k, v = _qkv(1, 2, 6, 6, 1.0)
-    assert cpu_attention.attention(q.float(), k.float(), v.float()) is None  # not bf16
+    assert cpu_attention.attention(q.half(), k.half(), v.half()) is None  # neither bf16 nor fp32
+    assert cpu_attention.attention(q.float(), k, v) is None  # mixed dtypes
     q32, k32, v32 = (t[..., :32].contiguous() for t in (q, k, v))
     assert cpu_attention.attention(q32, k32, v32) is None  # head size 32
     odd = torch.empty(1 + q.numel(), dtype=torch.bfloat16)[1:].view(q.shape).copy_(q)

@@ -1,4 +1,4 @@
-"""vistok's CPU attention kernel for bf16 inference (`kernels/cpu_attention.cpp`).
+"""vistok's CPU attention kernel for bf16 (and fp32) inference (`kernels/cpu_attention.cpp`).
 
 Under CPU bf16 autocast, `cpu_gemm.inference_gemms` sends `F.scaled_dot_product_attention` here
 when the kernel applies: x86 with AVX512-BF16, head size 64, no mask or a bool key mask (the same
@@ -16,6 +16,11 @@ in fp32, probabilities rounded to bf16 before the product with v: the rounding o
 flash kernel, and 2-3.5x closer to fp64 than it (largest error, random inputs; six shapes up to
 (2 12 321 64) measured, five of them in tests/test_cpu_attention.py), but not exact to fp32 as
 the fp32 path is.
+
+fp32 q, k, v run in the same kernel with fp32 products and probabilities, where fp32 linears run
+on oneDNN in inference (`cpu_gemm`: AMD CPUs), the one place it was measured: 8.3-8.6 ms a layer
+against 8.9 ms for PyTorch's fp32 flash kernel at (2 12 321 64), as close to fp64 (4.9e-6 vs
+4.8e-6 at the largest spread tested), 0.7 % of TiTok-B-64's fp32 encode (11 interleaved pairs).
 
 The C++ source is compiled on first use with vistok's other CPU kernels (`cpu_kernels`); a
 machine without a compiler, or a failed build, keeps the fp32 path (with one warning).
@@ -36,32 +41,36 @@ __all__ = ["attention"]
 HEAD = 64
 
 
-def _fits(t: Any) -> bool:
+def _fits(t: Any, dtype: torch.dtype) -> bool:
     return (
         isinstance(t, Tensor)
         and t.device.type == "cpu"
-        and t.dtype == torch.bfloat16
+        and t.dtype == dtype
         and t.dim() == 4
         and t.shape[-1] == HEAD
         and t.stride(-1) == 1
-        and all(s % 2 == 0 for s in t.stride()[:3])
-        and t.storage_offset() % 2 == 0
+        # bf16 pairs are read as 32-bit words
+        and (dtype == torch.float32 or all(s % 2 == 0 for s in t.stride()[:3]))
+        and (dtype == torch.float32 or t.storage_offset() % 2 == 0)
     )
 
 
 def attention(
     q: Tensor, k: Tensor, v: Tensor, scale: float | None = None, attn_mask: Tensor | None = None
 ) -> Tensor | None:
-    """softmax(scale q k^T) v for q (b h n 64), k and v (b h m 64) in bf16 -> (b h n 64) fp32
-    (a view of a (b n h 64) tensor, so the usual transpose back to tokens is free); None where the
-    kernel does not apply (then the caller runs its own attention).
+    """softmax(scale q k^T) v for q (b h n 64), k and v (b h m 64), all bf16 or all fp32 ->
+    (b h n 64) fp32 (a view of a (b n h 64) tensor, so the usual transpose back to tokens is
+    free); None where the kernel does not apply (then the caller runs its own attention).
 
     `attn_mask`: None, or a bool key mask (True = may attend) that is the same for every head and
     query, shaped as SDPA broadcasts it: (b|1 1 1 m), (1 1 m) or (1 m). Masked keys are
     left out of the kernel's packed keys; a query with no visible key gets zeros, as PyTorch's CPU
     attention returns. Any other mask returns None.
     """
-    if not (_fits(q) and _fits(k) and _fits(v)) or not cpu_kernels.enabled():
+    dtype = q.dtype if isinstance(q, Tensor) else None
+    if dtype not in (torch.bfloat16, torch.float32) or not cpu_kernels.enabled():
+        return None
+    if not (_fits(q, dtype) and _fits(k, dtype) and _fits(v, dtype)):
         return None
     b, h, _, _ = q.shape
     if k.shape[:2] != (b, h) or v.shape != k.shape or k.shape[2] == 0 or q.shape[2] == 0:

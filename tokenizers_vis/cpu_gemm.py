@@ -44,7 +44,8 @@ only).
    no dropout, not causal), bf16 attention runs in vistok's own kernel instead
    (`cpu_attention`): 2x faster than the fp32 path at that shape, with the rounding of
    PyTorch's bf16 flash kernel (probabilities in bf16) and closer to fp64 than it, but not
-   exact to fp32.
+   exact to fp32. Where fp32 linears run on oneDNN (2), plain fp32 attention runs in that
+   kernel's fp32 form too (4-7 % faster than PyTorch's fp32 flash kernel there, as exact).
 
 `cpu_linear("mkl" | "onednn" | "auto")` picks (2) for a block of code, whatever the environment
 says (the benchmark runs both libraries side by side):
@@ -69,7 +70,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from tokenizers_vis import cpu_attention
+from tokenizers_vis import cpu_attention, cpu_kernels
 
 ENV = "VISTOK_CPU_LINEAR"
 LIBRARIES = ("auto", "onednn", "mkl")
@@ -224,17 +225,23 @@ _SDPA_OPTIONS = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 def _attention(args: tuple, kwargs: dict, dtype: torch.dtype) -> Tensor | None:
     """Low-precision CPU attention without gradients: vistok's bf16 kernel where it applies
     (`cpu_attention`), else fp32 flash on upcast inputs; None where neither reroutes the call."""
-    if dtype == torch.bfloat16 and len(args) >= 3:
-        options = {**dict(zip(_SDPA_OPTIONS, args[3:], strict=False)), **kwargs}
-        if (
-            not options.get("dropout_p")
-            and not options.get("is_causal")
-            and not options.get("enable_gqa")
-        ):
-            out = cpu_attention.attention(*args[:3], options.get("scale"), options.get("attn_mask"))
-            if out is not None:
-                return out
+    if dtype == torch.bfloat16:
+        out = _kernel_attention(args, kwargs)
+        if out is not None:
+            return out
     return _fp32_attention(args, kwargs, dtype)
+
+
+def _kernel_attention(args: tuple, kwargs: dict) -> Tensor | None:
+    """An `F.scaled_dot_product_attention` call in vistok's kernel (`cpu_attention`: bf16 or
+    fp32, head size 64, no mask or a key mask, no dropout, not causal); None where it does not
+    apply."""
+    if len(args) < 3:
+        return None
+    options = {**dict(zip(_SDPA_OPTIONS, args[3:], strict=False)), **kwargs}
+    if options.get("dropout_p") or options.get("is_causal") or options.get("enable_gqa"):
+        return None
+    return cpu_attention.attention(*args[:3], options.get("scale"), options.get("attn_mask"))
 
 
 def _fp32_attention(args: tuple, kwargs: dict, dtype: torch.dtype) -> Tensor | None:
@@ -340,16 +347,22 @@ def _cacheable(weight: Any) -> bool:
 
 class _Gemms(TorchFunctionMode):
     """Casts weights once and reroutes attention (vistok's bf16 kernel, else fp32) for autocast
-    (`cast` = its dtype), or sends fp32 linears to oneDNN."""
+    (`cast` = its dtype), or sends fp32 linears to oneDNN; `fp32_attention`: plain fp32
+    attention runs in vistok's kernel (`cpu_attention`)."""
 
-    def __init__(self, cast: torch.dtype | None, onednn: bool) -> None:
+    def __init__(self, cast: torch.dtype | None, onednn: bool, fp32_attention: bool = False):
         super().__init__()
-        self.cast, self.onednn = cast, onednn
+        self.cast, self.onednn, self.fp32_attention = cast, onednn, fp32_attention
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         kwargs = kwargs or {}
-        if func is F.scaled_dot_product_attention and self.cast is not None:
-            out = _attention(args, kwargs, self.cast)
+        if func is F.scaled_dot_product_attention:
+            if self.cast is not None:
+                out = _attention(args, kwargs, self.cast)
+            elif self.fp32_attention:
+                out = _kernel_attention(args, kwargs)
+            else:
+                out = None
             if out is not None:
                 return out
         if func is F.linear and len(args) >= 2 and (self.cast is not None or self.onednn):
@@ -379,8 +392,11 @@ def _gemms(onednn: bool) -> Iterator[None]:
         return
     token = _ACTIVE_CAST.set(cast)
     fused = _FP32_ONEDNN.set(onednn and cast is None)
+    # fp32 attention in vistok's kernel only where fp32 inference is rerouted already (oneDNN
+    # linears: AMD CPUs), the one place it was measured faster than PyTorch's fp32 flash kernel.
+    fp32_attention = onednn and cast is None and cpu_kernels.available()
     try:
-        with _Gemms(cast, onednn):
+        with _Gemms(cast, onednn, fp32_attention):
             yield
     finally:
         _FP32_ONEDNN.reset(fused)

@@ -1,17 +1,19 @@
-// Attention of bf16 q, k, v with head size 64 on x86 CPUs with AVX512-BF16 (inference only).
+// Attention with head size 64 on x86 CPUs with AVX512 (inference only), for bf16 or fp32 q, k, v.
 //
-// Numerics: q.k products of bf16 inputs summed in fp32 (vdpbf16ps), softmax in fp32, the
-// probabilities rounded to bf16 for the product with v, summed in fp32, normalised in fp32:
-// the rounding PyTorch's own bf16 flash kernel does. Why a kernel of our own: on CPUs with
-// AVX512-BF16 but no AMX, PyTorch's bf16 flash kernel runs its blocks through generic GEMM
-// calls, slower than its fp32 kernel; this one keeps each head's packed keys and values in
-// cache and its 8-query score and 6-query output blocks in registers (tokenizers_vis/
-// cpu_attention.py has the measurements).
+// bf16 numerics: q.k products of bf16 inputs summed in fp32 (vdpbf16ps, AVX512-BF16), softmax in
+// fp32, the probabilities rounded to bf16 for the product with v, summed in fp32, normalised in
+// fp32: the rounding PyTorch's own bf16 flash kernel does. fp32: everything in fp32 (FMA).
+// Why a kernel of our own: on CPUs with AVX512-BF16 but no AMX, PyTorch's bf16 flash kernel
+// runs its blocks through generic GEMM calls, slower than its fp32 kernel, and its fp32 kernel
+// rescales its running softmax block by block; this one takes each row's softmax whole, keeps
+// each head's packed keys and values in cache and its 8-query score and 6-query output blocks
+// in registers (tokenizers_vis/cpu_attention.py has the measurements).
 //
 // Layout: q (B, N, H, 64), k and v (B, Nk, H, 64) as strided views (the last dimension
-// contiguous, every other stride and the offsets even), out (B, N, H, 64) fp32 contiguous.
-// An optional key mask `visible` (B, Nk) bool (the same keys for every query and head: padding,
-// dropped tokens) leaves the masked keys out of the packed keys and values, so they cost nothing.
+// contiguous; for bf16 every other stride and the offsets even), out (B, N, H, 64) fp32
+// contiguous. An optional key mask `visible` (B, Nk) bool (the same keys for every query and
+// head: padding, dropped tokens) leaves the masked keys out of the packed keys and values, so
+// they cost nothing.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -24,7 +26,7 @@
 
 namespace {
 
-constexpr int64_t kDim = 64;      // head size; 32 bf16 pairs
+constexpr int64_t kDim = 64;      // head size
 constexpr int64_t kKeyBlock = 48; // keys per score block: 3 vectors of 16
 
 // Lanes j .. j+16 that are real keys (< Nk, the visible ones), not padding.
@@ -33,56 +35,10 @@ inline __mmask16 real_keys(int64_t j, int64_t Nk) {
   return j >= Nk ? __mmask16(0) : __mmask16((1u << (Nk - j)) - 1);
 }
 
-// scores[r][0..48) = q_r . keys[j0 .. j0+48) for R query rows; keys packed as 32-bit bf16 pairs,
-// pair p of key j at packed[p * padded + j].
+// out[r][0..64) = inv[r] * acc[r] for R rows.
 template <int R>
-inline void score_block(const uint16_t* q, int64_t q_stride, const uint32_t* packed,
-                        int64_t padded, float* scores, int64_t score_stride) {
-  __m512 acc[R][3];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < 3; ++c) acc[r][c] = _mm512_setzero_ps();
-  for (int p = 0; p < kDim / 2; ++p) {
-    const uint32_t* kp = packed + p * padded;
-    const __m512bh k0 = (__m512bh)_mm512_loadu_si512(kp);
-    const __m512bh k1 = (__m512bh)_mm512_loadu_si512(kp + 16);
-    const __m512bh k2 = (__m512bh)_mm512_loadu_si512(kp + 32);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const uint32_t pair = reinterpret_cast<const uint32_t*>(q + r * q_stride)[p];
-      const __m512bh qb = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
-      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], qb, k0);
-      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], qb, k1);
-      acc[r][2] = _mm512_dpbf16_ps(acc[r][2], qb, k2);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < 3; ++c) _mm512_storeu_ps(scores + r * score_stride + 16 * c, acc[r][c]);
-}
-
-// out[r][0..64) = inv[r] * sum_j probs[r][j] v[j] for R rows; values packed per key pair:
-// 128 bf16 = for d in 0..64: (v[2 j2][d], v[2 j2 + 1][d]).
-template <int R>
-inline void output_block(const uint16_t* probs, int64_t prob_stride, const uint16_t* packed,
-                         int64_t pairs, float* out, int64_t out_stride, const float* inv) {
-  __m512 acc[R][4];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
-  for (int64_t j2 = 0; j2 < pairs; ++j2) {
-    const uint16_t* vp = packed + j2 * 2 * kDim;
-    const __m512bh v0 = (__m512bh)_mm512_loadu_si512(vp);
-    const __m512bh v1 = (__m512bh)_mm512_loadu_si512(vp + 32);
-    const __m512bh v2 = (__m512bh)_mm512_loadu_si512(vp + 64);
-    const __m512bh v3 = (__m512bh)_mm512_loadu_si512(vp + 96);
-#pragma GCC unroll 6
-    for (int r = 0; r < R; ++r) {
-      const uint32_t pair = reinterpret_cast<const uint32_t*>(probs + r * prob_stride)[j2];
-      const __m512bh pb = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
-      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], pb, v0);
-      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], pb, v1);
-      acc[r][2] = _mm512_dpbf16_ps(acc[r][2], pb, v2);
-      acc[r][3] = _mm512_dpbf16_ps(acc[r][3], pb, v3);
-    }
-  }
+inline void store_rows(const __m512 (&acc)[R][4], float* out, int64_t out_stride,
+                       const float* inv) {
   for (int r = 0; r < R; ++r) {
     const __m512 scale = _mm512_set1_ps(inv[r]);
     for (int c = 0; c < 4; ++c)
@@ -90,54 +46,199 @@ inline void output_block(const uint16_t* probs, int64_t prob_stride, const uint1
   }
 }
 
-}  // namespace
+// The bf16 format: keys packed as 32-bit bf16 pairs (pair p of key j at keys[p * padded + j]),
+// values per key pair (128 bf16: for d in 0..64, (v[2 j2][d], v[2 j2 + 1][d])), probabilities
+// rounded to bf16.
+struct Bf16 {
+  using Elem = uint16_t;
+  using Key = uint32_t;
+  using Prob = uint16_t;
+  static constexpr int64_t kKeyRows = kDim / 2;
 
-torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                        double scale, const c10::optional<torch::Tensor>& visible) {
-  for (const auto* t : {&q, &k, &v}) {
-    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kBFloat16 && t->dim() == 4,
-                "q, k, v: 4-D bf16 CPU tensors");
-    TORCH_CHECK(t->size(3) == kDim && t->stride(3) == 1, "head size 64, contiguous");
-    TORCH_CHECK(t->stride(0) % 2 == 0 && t->stride(1) % 2 == 0 && t->stride(2) % 2 == 0 &&
-                    t->storage_offset() % 2 == 0,
-                "even strides and offset (bf16 pairs are read as 32-bit words)");
+  static void pack_keys(const Elem* K, int64_t stride, const int64_t* index, int64_t Nv,
+                        int64_t padded, Key* keys) {
+    for (int64_t j = 0; j < padded; ++j) {  // zero past the visible keys
+      const auto* row = reinterpret_cast<const uint32_t*>(K + (j < Nv ? index[j] : 0) * stride);
+      for (int p = 0; p < kKeyRows; ++p) keys[p * padded + j] = j < Nv ? row[p] : 0u;
+    }
   }
+
+  static void pack_values(const Elem* V, int64_t stride, const int64_t* index, int64_t Nv,
+                          int64_t padded, Elem* values) {
+    // Pair indices for interleaving two value rows (a: 0..31, b: 32..63 of permutex2var).
+    const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40,
+                                         8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i hi = _mm512_set_epi16(63, 31, 62, 30, 61, 29, 60, 28, 59, 27, 58, 26, 57, 25,
+                                         56, 24, 55, 23, 54, 22, 53, 21, 52, 20, 51, 19, 50, 18,
+                                         49, 17, 48, 16);
+    const __m512i zero = _mm512_setzero_si512();
+    for (int64_t j2 = 0; j2 < padded / 2; ++j2) {  // two keys' rows interleaved
+      const int64_t j0 = 2 * j2, j1 = j0 + 1;
+      const Elem* r0 = j0 < Nv ? V + index[j0] * stride : nullptr;
+      const Elem* r1 = j1 < Nv ? V + index[j1] * stride : nullptr;
+      const __m512i a0 = r0 ? _mm512_loadu_si512(r0) : zero;
+      const __m512i a1 = r0 ? _mm512_loadu_si512(r0 + 32) : zero;
+      const __m512i b0 = r1 ? _mm512_loadu_si512(r1) : zero;
+      const __m512i b1 = r1 ? _mm512_loadu_si512(r1 + 32) : zero;
+      Elem* dst = values + j2 * 2 * kDim;
+      _mm512_storeu_si512(dst, _mm512_permutex2var_epi16(a0, lo, b0));
+      _mm512_storeu_si512(dst + 32, _mm512_permutex2var_epi16(a0, hi, b0));
+      _mm512_storeu_si512(dst + 64, _mm512_permutex2var_epi16(a1, lo, b1));
+      _mm512_storeu_si512(dst + 96, _mm512_permutex2var_epi16(a1, hi, b1));
+    }
+  }
+
+  // scores[r][0..48) = q_r . keys[j0 .. j0+48) for R query rows.
+  template <int R>
+  static void score(const Elem* q, int64_t q_stride, const Key* keys, int64_t padded,
+                    float* scores, int64_t score_stride) {
+    __m512 acc[R][3];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < 3; ++c) acc[r][c] = _mm512_setzero_ps();
+    for (int p = 0; p < kKeyRows; ++p) {
+      const Key* kp = keys + p * padded;
+      const __m512bh k0 = (__m512bh)_mm512_loadu_si512(kp);
+      const __m512bh k1 = (__m512bh)_mm512_loadu_si512(kp + 16);
+      const __m512bh k2 = (__m512bh)_mm512_loadu_si512(kp + 32);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const uint32_t pair = reinterpret_cast<const uint32_t*>(q + r * q_stride)[p];
+        const __m512bh qb = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], qb, k0);
+        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], qb, k1);
+        acc[r][2] = _mm512_dpbf16_ps(acc[r][2], qb, k2);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < 3; ++c) _mm512_storeu_ps(scores + r * score_stride + 16 * c, acc[r][c]);
+  }
+
+  static void store_probs(Prob* p, __m512 e) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(e));
+  }
+
+  // out[r][0..64) = inv[r] * sum_j probs[r][j] v[j] for R rows, over `padded` keys.
+  template <int R>
+  static void output(const Prob* probs, int64_t prob_stride, const Elem* values, int64_t padded,
+                     float* out, int64_t out_stride, const float* inv) {
+    __m512 acc[R][4];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
+    for (int64_t j2 = 0; j2 < padded / 2; ++j2) {
+      const Elem* vp = values + j2 * 2 * kDim;
+      const __m512bh v0 = (__m512bh)_mm512_loadu_si512(vp);
+      const __m512bh v1 = (__m512bh)_mm512_loadu_si512(vp + 32);
+      const __m512bh v2 = (__m512bh)_mm512_loadu_si512(vp + 64);
+      const __m512bh v3 = (__m512bh)_mm512_loadu_si512(vp + 96);
+#pragma GCC unroll 6
+      for (int r = 0; r < R; ++r) {
+        const uint32_t pair = reinterpret_cast<const uint32_t*>(probs + r * prob_stride)[j2];
+        const __m512bh pb = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], pb, v0);
+        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], pb, v1);
+        acc[r][2] = _mm512_dpbf16_ps(acc[r][2], pb, v2);
+        acc[r][3] = _mm512_dpbf16_ps(acc[r][3], pb, v3);
+      }
+    }
+    store_rows<R>(acc, out, out_stride, inv);
+  }
+};
+
+// The fp32 format: keys transposed (element d of key j at keys[d * padded + j]), values as rows
+// of the visible keys, probabilities in fp32.
+struct Fp32 {
+  using Elem = float;
+  using Key = float;
+  using Prob = float;
+  static constexpr int64_t kKeyRows = kDim;
+
+  static void pack_keys(const Elem* K, int64_t stride, const int64_t* index, int64_t Nv,
+                        int64_t padded, Key* keys) {
+    for (int64_t j = 0; j < padded; ++j) {  // zero past the visible keys
+      const Elem* row = K + (j < Nv ? index[j] : 0) * stride;
+      for (int d = 0; d < kDim; ++d) keys[d * padded + j] = j < Nv ? row[d] : 0.0f;
+    }
+  }
+
+  static void pack_values(const Elem* V, int64_t stride, const int64_t* index, int64_t Nv,
+                          int64_t padded, Elem* values) {
+    for (int64_t j = 0; j < padded; ++j) {
+      if (j < Nv)
+        std::copy_n(V + index[j] * stride, kDim, values + j * kDim);
+      else
+        std::fill_n(values + j * kDim, kDim, 0.0f);
+    }
+  }
+
+  template <int R>
+  static void score(const Elem* q, int64_t q_stride, const Key* keys, int64_t padded,
+                    float* scores, int64_t score_stride) {
+    __m512 acc[R][3];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < 3; ++c) acc[r][c] = _mm512_setzero_ps();
+    for (int d = 0; d < kDim; ++d) {
+      const Key* kp = keys + d * padded;
+      const __m512 k0 = _mm512_loadu_ps(kp);
+      const __m512 k1 = _mm512_loadu_ps(kp + 16);
+      const __m512 k2 = _mm512_loadu_ps(kp + 32);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512 qb = _mm512_set1_ps(q[r * q_stride + d]);
+        acc[r][0] = _mm512_fmadd_ps(qb, k0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(qb, k1, acc[r][1]);
+        acc[r][2] = _mm512_fmadd_ps(qb, k2, acc[r][2]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < 3; ++c) _mm512_storeu_ps(scores + r * score_stride + 16 * c, acc[r][c]);
+  }
+
+  static void store_probs(Prob* p, __m512 e) { _mm512_storeu_ps(p, e); }
+
+  template <int R>
+  static void output(const Prob* probs, int64_t prob_stride, const Elem* values, int64_t padded,
+                     float* out, int64_t out_stride, const float* inv) {
+    __m512 acc[R][4];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < padded; ++j) {
+      const Elem* vp = values + j * kDim;
+      const __m512 v0 = _mm512_loadu_ps(vp);
+      const __m512 v1 = _mm512_loadu_ps(vp + 16);
+      const __m512 v2 = _mm512_loadu_ps(vp + 32);
+      const __m512 v3 = _mm512_loadu_ps(vp + 48);
+#pragma GCC unroll 6
+      for (int r = 0; r < R; ++r) {
+        const __m512 pb = _mm512_set1_ps(probs[r * prob_stride + j]);
+        acc[r][0] = _mm512_fmadd_ps(pb, v0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(pb, v1, acc[r][1]);
+        acc[r][2] = _mm512_fmadd_ps(pb, v2, acc[r][2]);
+        acc[r][3] = _mm512_fmadd_ps(pb, v3, acc[r][3]);
+      }
+    }
+    store_rows<R>(acc, out, out_stride, inv);
+  }
+};
+
+// softmax(scale q k^T) v for one format: q, k, v as the checked (B, N|Nk, H, 64) views.
+template <class F>
+void run(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, float sc,
+         const bool* keep, float* O) {
+  using Elem = typename F::Elem;
   const int64_t B = q.size(0), N = q.size(1), H = q.size(2), Nk = k.size(1);
-  TORCH_CHECK(k.size(0) == B && v.size(0) == B && k.size(2) == H && v.size(2) == H &&
-                  v.size(1) == Nk && Nk > 0,
-              "k and v: (B, Nk, H, 64) with q's B and H");
-  const bool* keep = nullptr;  // (B, Nk) key mask: a masked key is left out of the packed keys
-  if (visible.has_value()) {
-    TORCH_CHECK(visible->scalar_type() == at::kBool && visible->is_contiguous() &&
-                    visible->dim() == 2 && visible->size(0) == B && visible->size(1) == Nk,
-                "visible: contiguous (B, Nk) bool");
-    keep = visible->data_ptr<bool>();
-  }
   const int64_t capacity = (Nk + kKeyBlock - 1) / kKeyBlock * kKeyBlock;  // even, too
-  auto out = torch::empty({B, N, H, kDim}, q.options().dtype(at::kFloat));
-  const auto* Q = reinterpret_cast<const uint16_t*>(q.data_ptr<at::BFloat16>());
-  const auto* K = reinterpret_cast<const uint16_t*>(k.data_ptr<at::BFloat16>());
-  const auto* V = reinterpret_cast<const uint16_t*>(v.data_ptr<at::BFloat16>());
-  float* O = out.data_ptr<float>();
-  const float sc = static_cast<float>(scale);
-  // Pair indices for interleaving two value rows (a: 0..31, b: 32..63 of permutex2var).
-  const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
-                                       39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-  const __m512i hi = _mm512_set_epi16(63, 31, 62, 30, 61, 29, 60, 28, 59, 27, 58, 26, 57, 25, 56,
-                                       24, 55, 23, 54, 22, 53, 21, 52, 20, 51, 19, 50, 18, 49, 17,
-                                       48, 16);
-
+  const auto* Q = reinterpret_cast<const Elem*>(q.data_ptr());
+  const auto* K = reinterpret_cast<const Elem*>(k.data_ptr());
+  const auto* V = reinterpret_cast<const Elem*>(v.data_ptr());
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint32_t> keys(kDim / 2 * capacity);
-    std::vector<uint16_t> values(capacity * kDim);
+    std::vector<typename F::Key> keys(F::kKeyRows * capacity);
+    std::vector<Elem> values(capacity * kDim);
     std::vector<float> scores(8 * capacity);
-    std::vector<uint16_t> probs(8 * capacity);
+    std::vector<typename F::Prob> probs(8 * capacity);
     std::vector<int64_t> index(Nk);  // the visible keys of this batch entry, in order
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      const uint16_t* Kb = K + b * k.stride(0) + h * k.stride(2);
-      const uint16_t* Vb = V + b * v.stride(0) + h * v.stride(2);
-      const uint16_t* Qb = Q + b * q.stride(0) + h * q.stride(2);
+      const Elem* Qb = Q + b * q.stride(0) + h * q.stride(2);
       int64_t Nv = 0;
       for (int64_t j = 0; j < Nk; ++j)
         if (keep == nullptr || keep[b * Nk + j]) index[Nv++] = j;
@@ -147,36 +248,20 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
         continue;
       }
       const int64_t padded = (Nv + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
-      for (int64_t j = 0; j < padded; ++j) {  // keys: pair-major, zero past the visible ones
-        const int64_t key = j < Nv ? index[j] : 0;
-        const auto* row = reinterpret_cast<const uint32_t*>(Kb + key * k.stride(1));
-        for (int p = 0; p < kDim / 2; ++p) keys[p * padded + j] = j < Nv ? row[p] : 0u;
-      }
-      for (int64_t j2 = 0; j2 < padded / 2; ++j2) {  // values: two keys' rows interleaved
-        const int64_t j0 = 2 * j2, j1 = j0 + 1;
-        const __m512i zero = _mm512_setzero_si512();
-        const uint16_t* r0 = j0 < Nv ? Vb + index[j0] * v.stride(1) : nullptr;
-        const uint16_t* r1 = j1 < Nv ? Vb + index[j1] * v.stride(1) : nullptr;
-        const __m512i a0 = r0 ? _mm512_loadu_si512(r0) : zero;
-        const __m512i a1 = r0 ? _mm512_loadu_si512(r0 + 32) : zero;
-        const __m512i b0 = r1 ? _mm512_loadu_si512(r1) : zero;
-        const __m512i b1 = r1 ? _mm512_loadu_si512(r1 + 32) : zero;
-        uint16_t* dst = values.data() + j2 * 2 * kDim;
-        _mm512_storeu_si512(dst, _mm512_permutex2var_epi16(a0, lo, b0));
-        _mm512_storeu_si512(dst + 32, _mm512_permutex2var_epi16(a0, hi, b0));
-        _mm512_storeu_si512(dst + 64, _mm512_permutex2var_epi16(a1, lo, b1));
-        _mm512_storeu_si512(dst + 96, _mm512_permutex2var_epi16(a1, hi, b1));
-      }
+      F::pack_keys(K + b * k.stride(0) + h * k.stride(2), k.stride(1), index.data(), Nv, padded,
+                   keys.data());
+      F::pack_values(V + b * v.stride(0) + h * v.stride(2), v.stride(1), index.data(), Nv,
+                     padded, values.data());
       for (int64_t q0 = 0; q0 < N; q0 += 8) {
         const int rows = static_cast<int>(std::min<int64_t>(8, N - q0));
         for (int64_t j0 = 0; j0 < padded; j0 += kKeyBlock) {
           if (rows == 8) {
-            score_block<8>(Qb + q0 * q.stride(1), q.stride(1), keys.data() + j0, padded,
-                           scores.data() + j0, padded);
+            F::template score<8>(Qb + q0 * q.stride(1), q.stride(1), keys.data() + j0, padded,
+                                 scores.data() + j0, padded);
           } else {
             for (int r = 0; r < rows; ++r)
-              score_block<1>(Qb + (q0 + r) * q.stride(1), q.stride(1), keys.data() + j0, padded,
-                             scores.data() + r * padded + j0, padded);
+              F::template score<1>(Qb + (q0 + r) * q.stride(1), q.stride(1), keys.data() + j0,
+                                   padded, scores.data() + r * padded + j0, padded);
           }
         }
         float inv[8];
@@ -193,24 +278,55 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
           for (int64_t j = 0; j < padded; j += 16) {
             const __mmask16 real = real_keys(j, Nv);
             const __m512 x = _mm512_fmsub_ps(_mm512_loadu_ps(s + j), factor, shift);
-            __m512 e = vistok::exp_nonpositive(x);
-            e = _mm512_maskz_mov_ps(real, e);
+            const __m512 e = _mm512_maskz_mov_ps(real, vistok::exp_nonpositive(x));
             sum = _mm512_add_ps(sum, e);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(probs.data() + r * padded + j),
-                                (__m256i)_mm512_cvtneps_pbh(e));
+            F::store_probs(probs.data() + r * padded + j, e);
           }
           inv[r] = 1.0f / _mm512_reduce_add_ps(sum);
         }
         int r0 = 0;
         float* o = o_bh + q0 * H * kDim;
         for (; r0 + 6 <= rows; r0 += 6)
-          output_block<6>(probs.data() + r0 * padded, padded, values.data(), padded / 2,
-                          o + r0 * H * kDim, H * kDim, inv + r0);
+          F::template output<6>(probs.data() + r0 * padded, padded, values.data(), padded,
+                                o + r0 * H * kDim, H * kDim, inv + r0);
         for (; r0 < rows; ++r0)
-          output_block<1>(probs.data() + r0 * padded, padded, values.data(), padded / 2,
-                          o + r0 * H * kDim, H * kDim, inv + r0);
+          F::template output<1>(probs.data() + r0 * padded, padded, values.data(), padded,
+                                o + r0 * H * kDim, H * kDim, inv + r0);
       }
     }
   });
+}
+
+}  // namespace
+
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        double scale, const c10::optional<torch::Tensor>& visible) {
+  const auto dtype = q.scalar_type();
+  TORCH_CHECK(dtype == at::kBFloat16 || dtype == at::kFloat, "q, k, v: bf16 or fp32");
+  for (const auto* t : {&q, &k, &v}) {
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == dtype && t->dim() == 4,
+                "q, k, v: 4-D CPU tensors of one dtype");
+    TORCH_CHECK(t->size(3) == kDim && t->stride(3) == 1, "head size 64, contiguous");
+    TORCH_CHECK(dtype == at::kFloat || (t->stride(0) % 2 == 0 && t->stride(1) % 2 == 0 &&
+                                        t->stride(2) % 2 == 0 && t->storage_offset() % 2 == 0),
+                "even strides and offset (bf16 pairs are read as 32-bit words)");
+  }
+  const int64_t B = q.size(0), N = q.size(1), H = q.size(2), Nk = k.size(1);
+  TORCH_CHECK(k.size(0) == B && v.size(0) == B && k.size(2) == H && v.size(2) == H &&
+                  v.size(1) == Nk && Nk > 0,
+              "k and v: (B, Nk, H, 64) with q's B and H");
+  const bool* keep = nullptr;  // (B, Nk) key mask: a masked key is left out of the packed keys
+  if (visible.has_value()) {
+    TORCH_CHECK(visible->scalar_type() == at::kBool && visible->is_contiguous() &&
+                    visible->dim() == 2 && visible->size(0) == B && visible->size(1) == Nk,
+                "visible: contiguous (B, Nk) bool");
+    keep = visible->data_ptr<bool>();
+  }
+  auto out = torch::empty({B, N, H, kDim}, q.options().dtype(at::kFloat));
+  const float sc = static_cast<float>(scale);
+  if (dtype == at::kFloat)
+    run<Fp32>(q, k, v, sc, keep, out.data_ptr<float>());
+  else
+    run<Bf16>(q, k, v, sc, keep, out.data_ptr<float>());
   return out;
 }
