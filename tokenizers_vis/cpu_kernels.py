@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from tokenizers_vis.cache import cache_dir
+from tokenizers_vis.precision import cpu_flags
 
 __all__ = ["ENV", "available", "enabled", "module"]
 
@@ -34,17 +35,6 @@ ENV = "VISTOK_CPU_KERNELS"
 KERNELS = Path(__file__).with_name("kernels")
 FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma"]
 _log = logging.getLogger(__name__)
-
-
-def cpu_flags() -> set[str]:
-    """The instruction-set flags of this machine's CPU (Linux's /proc/cpuinfo; empty elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return set()
 
 
 def enabled() -> bool:

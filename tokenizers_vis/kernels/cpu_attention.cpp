@@ -35,28 +35,30 @@ inline __mmask16 real_keys(int64_t j, int64_t Nk) {
   return j >= Nk ? __mmask16(0) : __mmask16((1u << (Nk - j)) - 1);
 }
 
-// out[r][0..64) = inv[r] * acc[r] for R rows.
-template <int R>
-inline void store_rows(const __m512 (&acc)[R][4], float* out, int64_t out_stride,
-                       const float* inv) {
-  for (int r = 0; r < R; ++r) {
-    const __m512 scale = _mm512_set1_ps(inv[r]);
-    for (int c = 0; c < 4; ++c)
-      _mm512_storeu_ps(out + r * out_stride + 16 * c, _mm512_mul_ps(acc[r][c], scale));
-  }
-}
-
-// The bf16 format: keys packed as 32-bit bf16 pairs (pair p of key j at keys[p * padded + j]),
-// values per key pair (128 bf16: for d in 0..64, (v[2 j2][d], v[2 j2 + 1][d])), probabilities
-// rounded to bf16.
+// A format says how keys, values and probabilities are stored and how one 32-bit word of a
+// query or probability row (a bf16 pair, or one fp32 value) multiplies a vector of packed keys
+// or values into fp32 sums; `score_block` and `output_block` below are written once for both.
+//
+// bf16: keys packed as 32-bit bf16 pairs (pair p of key j at keys[p * padded + j]), values per
+// key pair (128 bf16: for d in 0..64, (v[2 j2][d], v[2 j2 + 1][d])), probabilities rounded to
+// bf16; products by vdpbf16ps.
 struct Bf16 {
   using Elem = uint16_t;
-  using Key = uint32_t;
+  using Word = uint32_t;  // a bf16 pair
   using Prob = uint16_t;
-  static constexpr int64_t kKeyRows = kDim / 2;
+  using Vec = __m512bh;
+  static constexpr int64_t kKeyRows = kDim / 2;  // words per query row
+  static constexpr int64_t kKeysPerWord = 2;     // keys per value step
+
+  static Vec load(const void* p) { return (__m512bh)_mm512_loadu_si512(p); }
+  static Vec broadcast(Word w) { return (__m512bh)_mm512_set1_epi32(static_cast<int>(w)); }
+  static __m512 mac(__m512 acc, Vec a, Vec b) { return _mm512_dpbf16_ps(acc, a, b); }
+  static void store_probs(Prob* p, __m512 e) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(e));
+  }
 
   static void pack_keys(const Elem* K, int64_t stride, const int64_t* index, int64_t Nv,
-                        int64_t padded, Key* keys) {
+                        int64_t padded, Word* keys) {
     for (int64_t j = 0; j < padded; ++j) {  // zero past the visible keys
       const auto* row = reinterpret_cast<const uint32_t*>(K + (j < Nv ? index[j] : 0) * stride);
       for (int p = 0; p < kKeyRows; ++p) keys[p * padded + j] = j < Nv ? row[p] : 0u;
@@ -88,72 +90,25 @@ struct Bf16 {
     }
   }
 
-  // scores[r][0..48) = q_r . keys[j0 .. j0+48) for R query rows.
-  template <int R>
-  static void score(const Elem* q, int64_t q_stride, const Key* keys, int64_t padded,
-                    float* scores, int64_t score_stride) {
-    __m512 acc[R][3];
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < 3; ++c) acc[r][c] = _mm512_setzero_ps();
-    for (int p = 0; p < kKeyRows; ++p) {
-      const Key* kp = keys + p * padded;
-      const __m512bh k0 = (__m512bh)_mm512_loadu_si512(kp);
-      const __m512bh k1 = (__m512bh)_mm512_loadu_si512(kp + 16);
-      const __m512bh k2 = (__m512bh)_mm512_loadu_si512(kp + 32);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const uint32_t pair = reinterpret_cast<const uint32_t*>(q + r * q_stride)[p];
-        const __m512bh qb = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
-        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], qb, k0);
-        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], qb, k1);
-        acc[r][2] = _mm512_dpbf16_ps(acc[r][2], qb, k2);
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < 3; ++c) _mm512_storeu_ps(scores + r * score_stride + 16 * c, acc[r][c]);
-  }
-
-  static void store_probs(Prob* p, __m512 e) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(e));
-  }
-
-  // out[r][0..64) = inv[r] * sum_j probs[r][j] v[j] for R rows, over `padded` keys.
-  template <int R>
-  static void output(const Prob* probs, int64_t prob_stride, const Elem* values, int64_t padded,
-                     float* out, int64_t out_stride, const float* inv) {
-    __m512 acc[R][4];
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
-    for (int64_t j2 = 0; j2 < padded / 2; ++j2) {
-      const Elem* vp = values + j2 * 2 * kDim;
-      const __m512bh v0 = (__m512bh)_mm512_loadu_si512(vp);
-      const __m512bh v1 = (__m512bh)_mm512_loadu_si512(vp + 32);
-      const __m512bh v2 = (__m512bh)_mm512_loadu_si512(vp + 64);
-      const __m512bh v3 = (__m512bh)_mm512_loadu_si512(vp + 96);
-#pragma GCC unroll 6
-      for (int r = 0; r < R; ++r) {
-        const uint32_t pair = reinterpret_cast<const uint32_t*>(probs + r * prob_stride)[j2];
-        const __m512bh pb = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
-        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], pb, v0);
-        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], pb, v1);
-        acc[r][2] = _mm512_dpbf16_ps(acc[r][2], pb, v2);
-        acc[r][3] = _mm512_dpbf16_ps(acc[r][3], pb, v3);
-      }
-    }
-    store_rows<R>(acc, out, out_stride, inv);
-  }
 };
 
-// The fp32 format: keys transposed (element d of key j at keys[d * padded + j]), values as rows
-// of the visible keys, probabilities in fp32.
+// fp32: keys transposed (element d of key j at keys[d * padded + j]), values as rows of the
+// visible keys, probabilities in fp32; products by FMA.
 struct Fp32 {
   using Elem = float;
-  using Key = float;
+  using Word = float;
   using Prob = float;
+  using Vec = __m512;
   static constexpr int64_t kKeyRows = kDim;
+  static constexpr int64_t kKeysPerWord = 1;
+
+  static Vec load(const void* p) { return _mm512_loadu_ps(p); }
+  static Vec broadcast(Word w) { return _mm512_set1_ps(w); }
+  static __m512 mac(__m512 acc, Vec a, Vec b) { return _mm512_fmadd_ps(a, b, acc); }
+  static void store_probs(Prob* p, __m512 e) { _mm512_storeu_ps(p, e); }
 
   static void pack_keys(const Elem* K, int64_t stride, const int64_t* index, int64_t Nv,
-                        int64_t padded, Key* keys) {
+                        int64_t padded, Word* keys) {
     for (int64_t j = 0; j < padded; ++j) {  // zero past the visible keys
       const Elem* row = K + (j < Nv ? index[j] : 0) * stride;
       for (int d = 0; d < kDim; ++d) keys[d * padded + j] = j < Nv ? row[d] : 0.0f;
@@ -170,55 +125,61 @@ struct Fp32 {
     }
   }
 
-  template <int R>
-  static void score(const Elem* q, int64_t q_stride, const Key* keys, int64_t padded,
-                    float* scores, int64_t score_stride) {
-    __m512 acc[R][3];
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < 3; ++c) acc[r][c] = _mm512_setzero_ps();
-    for (int d = 0; d < kDim; ++d) {
-      const Key* kp = keys + d * padded;
-      const __m512 k0 = _mm512_loadu_ps(kp);
-      const __m512 k1 = _mm512_loadu_ps(kp + 16);
-      const __m512 k2 = _mm512_loadu_ps(kp + 32);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const __m512 qb = _mm512_set1_ps(q[r * q_stride + d]);
-        acc[r][0] = _mm512_fmadd_ps(qb, k0, acc[r][0]);
-        acc[r][1] = _mm512_fmadd_ps(qb, k1, acc[r][1]);
-        acc[r][2] = _mm512_fmadd_ps(qb, k2, acc[r][2]);
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < 3; ++c) _mm512_storeu_ps(scores + r * score_stride + 16 * c, acc[r][c]);
-  }
-
-  static void store_probs(Prob* p, __m512 e) { _mm512_storeu_ps(p, e); }
-
-  template <int R>
-  static void output(const Prob* probs, int64_t prob_stride, const Elem* values, int64_t padded,
-                     float* out, int64_t out_stride, const float* inv) {
-    __m512 acc[R][4];
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
-    for (int64_t j = 0; j < padded; ++j) {
-      const Elem* vp = values + j * kDim;
-      const __m512 v0 = _mm512_loadu_ps(vp);
-      const __m512 v1 = _mm512_loadu_ps(vp + 16);
-      const __m512 v2 = _mm512_loadu_ps(vp + 32);
-      const __m512 v3 = _mm512_loadu_ps(vp + 48);
-#pragma GCC unroll 6
-      for (int r = 0; r < R; ++r) {
-        const __m512 pb = _mm512_set1_ps(probs[r * prob_stride + j]);
-        acc[r][0] = _mm512_fmadd_ps(pb, v0, acc[r][0]);
-        acc[r][1] = _mm512_fmadd_ps(pb, v1, acc[r][1]);
-        acc[r][2] = _mm512_fmadd_ps(pb, v2, acc[r][2]);
-        acc[r][3] = _mm512_fmadd_ps(pb, v3, acc[r][3]);
-      }
-    }
-    store_rows<R>(acc, out, out_stride, inv);
-  }
 };
+
+// scores[r][0..48) = q_r . keys[j0 .. j0+48) for R query rows; keys as F packs them.
+template <class F, int R>
+inline void score_block(const typename F::Elem* q, int64_t q_stride, const typename F::Word* keys,
+                        int64_t padded, float* scores, int64_t score_stride) {
+  using Word = typename F::Word;
+  __m512 acc[R][3];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 3; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < F::kKeyRows; ++p) {
+    const Word* kp = keys + p * padded;
+    const auto k0 = F::load(kp), k1 = F::load(kp + 16), k2 = F::load(kp + 32);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const auto qb = F::broadcast(reinterpret_cast<const Word*>(q + r * q_stride)[p]);
+      acc[r][0] = F::mac(acc[r][0], qb, k0);
+      acc[r][1] = F::mac(acc[r][1], qb, k1);
+      acc[r][2] = F::mac(acc[r][2], qb, k2);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 3; ++c) _mm512_storeu_ps(scores + r * score_stride + 16 * c, acc[r][c]);
+}
+
+// out[r][0..64) = inv[r] * sum_j probs[r][j] v[j] for R rows, over `padded` keys; values as F
+// packs them (each step: one probability word times four 64-byte vectors).
+template <class F, int R>
+inline void output_block(const typename F::Prob* probs, int64_t prob_stride,
+                         const typename F::Elem* values, int64_t padded, float* out,
+                         int64_t out_stride, const float* inv) {
+  using Word = typename F::Word;
+  constexpr int64_t lanes = 64 / sizeof(typename F::Elem);  // elements per vector
+  __m512 acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t step = 0; step < padded / F::kKeysPerWord; ++step) {
+    const auto* vp = values + step * 4 * lanes;
+    const auto v0 = F::load(vp), v1 = F::load(vp + lanes);
+    const auto v2 = F::load(vp + 2 * lanes), v3 = F::load(vp + 3 * lanes);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+      const auto pb = F::broadcast(reinterpret_cast<const Word*>(probs + r * prob_stride)[step]);
+      acc[r][0] = F::mac(acc[r][0], pb, v0);
+      acc[r][1] = F::mac(acc[r][1], pb, v1);
+      acc[r][2] = F::mac(acc[r][2], pb, v2);
+      acc[r][3] = F::mac(acc[r][3], pb, v3);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const __m512 scale = _mm512_set1_ps(inv[r]);
+    for (int c = 0; c < 4; ++c)
+      _mm512_storeu_ps(out + r * out_stride + 16 * c, _mm512_mul_ps(acc[r][c], scale));
+  }
+}
 
 // softmax(scale q k^T) v for one format: q, k, v as the checked (B, N|Nk, H, 64) views.
 template <class F>
@@ -231,7 +192,7 @@ void run(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
   const auto* K = reinterpret_cast<const Elem*>(k.data_ptr());
   const auto* V = reinterpret_cast<const Elem*>(v.data_ptr());
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<typename F::Key> keys(F::kKeyRows * capacity);
+    std::vector<typename F::Word> keys(F::kKeyRows * capacity);
     std::vector<Elem> values(capacity * kDim);
     std::vector<float> scores(8 * capacity);
     std::vector<typename F::Prob> probs(8 * capacity);
@@ -256,12 +217,12 @@ void run(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
         const int rows = static_cast<int>(std::min<int64_t>(8, N - q0));
         for (int64_t j0 = 0; j0 < padded; j0 += kKeyBlock) {
           if (rows == 8) {
-            F::template score<8>(Qb + q0 * q.stride(1), q.stride(1), keys.data() + j0, padded,
-                                 scores.data() + j0, padded);
+            score_block<F, 8>(Qb + q0 * q.stride(1), q.stride(1), keys.data() + j0, padded,
+                              scores.data() + j0, padded);
           } else {
             for (int r = 0; r < rows; ++r)
-              F::template score<1>(Qb + (q0 + r) * q.stride(1), q.stride(1), keys.data() + j0,
-                                   padded, scores.data() + r * padded + j0, padded);
+              score_block<F, 1>(Qb + (q0 + r) * q.stride(1), q.stride(1), keys.data() + j0,
+                                padded, scores.data() + r * padded + j0, padded);
           }
         }
         float inv[8];
@@ -287,11 +248,11 @@ void run(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
         int r0 = 0;
         float* o = o_bh + q0 * H * kDim;
         for (; r0 + 6 <= rows; r0 += 6)
-          F::template output<6>(probs.data() + r0 * padded, padded, values.data(), padded,
-                                o + r0 * H * kDim, H * kDim, inv + r0);
+          output_block<F, 6>(probs.data() + r0 * padded, padded, values.data(), padded,
+                             o + r0 * H * kDim, H * kDim, inv + r0);
         for (; r0 < rows; ++r0)
-          F::template output<1>(probs.data() + r0 * padded, padded, values.data(), padded,
-                                o + r0 * H * kDim, H * kDim, inv + r0);
+          output_block<F, 1>(probs.data() + r0 * padded, padded, values.data(), padded,
+                             o + r0 * H * kDim, H * kDim, inv + r0);
       }
     }
   });
