@@ -9,18 +9,19 @@ now run here (bf16 decode of TiTok-B-64, batch 2, one AMD EPYC core: 1.24x the r
 1.19-1.22).
 
 Why: on CPUs with AVX512-BF16 but without AMX, PyTorch's bf16 flash kernel is slower than its
-fp32 one. At TiTok-B-64's encoder shape, (2 12 321 64), one AMD EPYC core: 4.9 ms a layer here
-against 8.9-9.7 ms for the upcast + fp32 flash path and 10.5-10.8 ms for the bf16 flash kernel
-(medians of 21 calls, in isolation, two rounds). Numerics: bf16 products summed in fp32, softmax
+fp32 one. At TiTok-B-64's encoder shape, (2 12 321 64), one AMD EPYC core: 4.0 ms a layer here
+against 8.9-9.7 ms for the upcast + fp32 flash path and 10.5 ms for the bf16 flash kernel
+(medians of 15 interleaved rounds of 5 calls; 4.8 ms before the output blocks went from 6 + 1 + 1
+to 4 + 4 query rows and the key packing to 16 x 16 register transposes). Numerics: bf16 products summed in fp32, softmax
 in fp32, probabilities rounded to bf16 before the product with v: the rounding of PyTorch's bf16
 flash kernel, and 2-3.5x closer to fp64 than it (largest error, random inputs; six shapes up to
 (2 12 321 64) measured, five of them in tests/test_cpu_attention.py), but not exact to fp32 as
 the fp32 path is.
 
 fp32 q, k, v run in the same kernel with fp32 products and probabilities, where fp32 linears run
-on oneDNN in inference (`cpu_gemm`: AMD CPUs), the one place it was measured: 8.3-8.6 ms a layer
-against 8.9 ms for PyTorch's fp32 flash kernel at (2 12 321 64), as close to fp64 (4.9e-6 vs
-4.8e-6 at the largest spread tested), 0.7 % of TiTok-B-64's fp32 encode (11 interleaved pairs).
+on oneDNN in inference (`cpu_gemm`: AMD CPUs), the one place it was measured: 7.1 ms a layer
+against 9.3 ms for PyTorch's fp32 flash kernel at (2 12 321 64) (8.4 ms before the changes
+above), as close to fp64 (4.9e-6 vs 4.8e-6 at the largest spread tested).
 
 The C++ source is compiled on first use with vistok's other CPU kernels (`cpu_kernels`); a
 machine without a compiler, or a failed build, keeps the fp32 path (with one warning).

@@ -6,7 +6,7 @@
 // Why a kernel of our own: on CPUs with AVX512-BF16 but no AMX, PyTorch's bf16 flash kernel
 // runs its blocks through generic GEMM calls, slower than its fp32 kernel, and its fp32 kernel
 // rescales its running softmax block by block; this one takes each row's softmax whole, keeps
-// each head's packed keys and values in cache and its 8-query score and 6-query output blocks
+// each head's packed keys and values in cache and its 8-query score and 4-query output blocks
 // in registers (tokenizers_vis/cpu_attention.py has the measurements).
 //
 // Layout: q (B, N, H, 64), k and v (B, Nk, H, 64) as strided views (the last dimension
@@ -35,6 +35,52 @@ inline __mmask16 real_keys(int64_t j, int64_t Nk) {
   return j >= Nk ? __mmask16(0) : __mmask16((1u << (Nk - j)) - 1);
 }
 
+// 16 rows of 16 32-bit words -> their transpose: r[c] becomes word c of rows 0..15.
+inline void transpose16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 8; ++i) {  // within 128-bit lanes: pairs of rows interleaved
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // lane m of r[4i+k]: word 4m+k of rows 4i..4i+3
+    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int k = 0; k < 4; ++k) {  // a 4x4 transpose of 128-bit lanes
+    const __m512i u0 = _mm512_shuffle_i32x4(r[k], r[4 + k], 0x44);
+    const __m512i u1 = _mm512_shuffle_i32x4(r[k], r[4 + k], 0xEE);
+    const __m512i u2 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0x44);
+    const __m512i u3 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0xEE);
+    t[k] = _mm512_shuffle_i32x4(u0, u2, 0x88);
+    t[4 + k] = _mm512_shuffle_i32x4(u0, u2, 0xDD);
+    t[8 + k] = _mm512_shuffle_i32x4(u1, u3, 0x88);
+    t[12 + k] = _mm512_shuffle_i32x4(u1, u3, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Both formats pack keys as 32-bit words transposed: word p of key j at keys[p * padded + j]
+// (zero past the Nv visible keys), `Words` per key row, `stride` in words; 16 keys at a time
+// through registers (a scalar copy into the transposed layout cost 8 % of an fp32 call).
+template <int64_t Words>
+void pack_key_words(const uint32_t* K, int64_t stride, const int64_t* index, int64_t Nv,
+                    int64_t padded, uint32_t* keys) {
+  static_assert(Words % 16 == 0, "whole 16-word blocks");
+  for (int64_t j0 = 0; j0 < padded; j0 += 16) {
+    const uint32_t* rows[16];
+    for (int i = 0; i < 16; ++i) rows[i] = j0 + i < Nv ? K + index[j0 + i] * stride : nullptr;
+    for (int64_t p0 = 0; p0 < Words; p0 += 16) {
+      __m512i r[16];
+      for (int i = 0; i < 16; ++i)
+        r[i] = rows[i] ? _mm512_loadu_si512(rows[i] + p0) : _mm512_setzero_si512();
+      transpose16(r);
+      for (int i = 0; i < 16; ++i) _mm512_storeu_si512(keys + (p0 + i) * padded + j0, r[i]);
+    }
+  }
+}
+
 // A format says how keys, values and probabilities are stored and how one 32-bit word of a
 // query or probability row (a bf16 pair, or one fp32 value) multiplies a vector of packed keys
 // or values into fp32 sums; `score_block` and `output_block` below are written once for both.
@@ -55,14 +101,6 @@ struct Bf16 {
   static __m512 mac(__m512 acc, Vec a, Vec b) { return _mm512_dpbf16_ps(acc, a, b); }
   static void store_probs(Prob* p, __m512 e) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(e));
-  }
-
-  static void pack_keys(const Elem* K, int64_t stride, const int64_t* index, int64_t Nv,
-                        int64_t padded, Word* keys) {
-    for (int64_t j = 0; j < padded; ++j) {  // zero past the visible keys
-      const auto* row = reinterpret_cast<const uint32_t*>(K + (j < Nv ? index[j] : 0) * stride);
-      for (int p = 0; p < kKeyRows; ++p) keys[p * padded + j] = j < Nv ? row[p] : 0u;
-    }
   }
 
   static void pack_values(const Elem* V, int64_t stride, const int64_t* index, int64_t Nv,
@@ -106,14 +144,6 @@ struct Fp32 {
   static Vec broadcast(Word w) { return _mm512_set1_ps(w); }
   static __m512 mac(__m512 acc, Vec a, Vec b) { return _mm512_fmadd_ps(a, b, acc); }
   static void store_probs(Prob* p, __m512 e) { _mm512_storeu_ps(p, e); }
-
-  static void pack_keys(const Elem* K, int64_t stride, const int64_t* index, int64_t Nv,
-                        int64_t padded, Word* keys) {
-    for (int64_t j = 0; j < padded; ++j) {  // zero past the visible keys
-      const Elem* row = K + (j < Nv ? index[j] : 0) * stride;
-      for (int d = 0; d < kDim; ++d) keys[d * padded + j] = j < Nv ? row[d] : 0.0f;
-    }
-  }
 
   static void pack_values(const Elem* V, int64_t stride, const int64_t* index, int64_t Nv,
                           int64_t padded, Elem* values) {
@@ -165,7 +195,7 @@ inline void output_block(const typename F::Prob* probs, int64_t prob_stride,
     const auto* vp = values + step * 4 * lanes;
     const auto v0 = F::load(vp), v1 = F::load(vp + lanes);
     const auto v2 = F::load(vp + 2 * lanes), v3 = F::load(vp + 3 * lanes);
-#pragma GCC unroll 6
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const auto pb = F::broadcast(reinterpret_cast<const Word*>(probs + r * prob_stride)[step]);
       acc[r][0] = F::mac(acc[r][0], pb, v0);
@@ -209,8 +239,11 @@ void run(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
         continue;
       }
       const int64_t padded = (Nv + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
-      F::pack_keys(K + b * k.stride(0) + h * k.stride(2), k.stride(1), index.data(), Nv, padded,
-                   keys.data());
+      constexpr int64_t per_word = sizeof(uint32_t) / sizeof(Elem);  // strides are even for bf16
+      pack_key_words<F::kKeyRows>(
+          reinterpret_cast<const uint32_t*>(K + b * k.stride(0) + h * k.stride(2)),
+          k.stride(1) / per_word, index.data(), Nv, padded,
+          reinterpret_cast<uint32_t*>(keys.data()));
       F::pack_values(V + b * v.stride(0) + h * v.stride(2), v.stride(1), index.data(), Nv,
                      padded, values.data());
       for (int64_t q0 = 0; q0 < N; q0 += 8) {
@@ -247,8 +280,8 @@ void run(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
         }
         int r0 = 0;
         float* o = o_bh + q0 * H * kDim;
-        for (; r0 + 6 <= rows; r0 += 6)
-          output_block<F, 6>(probs.data() + r0 * padded, padded, values.data(), padded,
+        for (; r0 + 4 <= rows; r0 += 4)  // 4 + 4: 6-row blocks left 2 of 8 rows to 1-row ones
+          output_block<F, 4>(probs.data() + r0 * padded, padded, values.data(), padded,
                              o + r0 * H * kDim, H * kDim, inv + r0);
         for (; r0 < rows; ++r0)
           output_block<F, 1>(probs.data() + r0 * padded, padded, values.data(), padded,
