@@ -12,11 +12,11 @@ Why: on CPUs with AVX512-BF16 but without AMX, PyTorch's bf16 flash kernel is sl
 fp32 one. At TiTok-B-64's encoder shape, (2 12 321 64), one AMD EPYC core: 4.0 ms a layer here
 against 8.9-9.7 ms for the upcast + fp32 flash path and 10.5 ms for the bf16 flash kernel
 (medians of 15 interleaved rounds of 5 calls; 4.8 ms before the output blocks went from 6 + 1 + 1
-to 4 + 4 query rows and the key packing to 16 x 16 register transposes). Numerics: bf16 products summed in fp32, softmax
-in fp32, probabilities rounded to bf16 before the product with v: the rounding of PyTorch's bf16
-flash kernel, and 2-3.5x closer to fp64 than it (largest error, random inputs; six shapes up to
-(2 12 321 64) measured, five of them in tests/test_cpu_attention.py), but not exact to fp32 as
-the fp32 path is.
+to 4 + 4 query rows and the key packing to 16 x 16 register transposes). Numerics: bf16 products
+summed in fp32, softmax in fp32, probabilities rounded to bf16 before the product with v: the
+rounding of PyTorch's bf16 flash kernel, and 2-3.5x closer to fp64 than it (largest error, random
+inputs; six shapes up to (2 12 321 64) measured, five of them in tests/test_cpu_attention.py),
+but not exact to fp32 as the fp32 path is.
 
 fp32 q, k, v run in the same kernel with fp32 products and probabilities, where fp32 linears run
 on oneDNN in inference (`cpu_gemm`: AMD CPUs), the one place it was measured: 7.1 ms a layer
