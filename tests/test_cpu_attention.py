@@ -127,6 +127,22 @@ def test_key_mask_leaves_masked_keys_out(kernel, mask_shape) -> None:
         assert torch.equal(ours, cpu_attention.attention(q, k[:, :, keep], v[:, :, keep]))
 
 
+def test_fp32_key_mask_leaves_masked_keys_out(kernel) -> None:
+    # TiTok's decoder passes a key mask in fp32 inference too (its own value packing in fp32).
+    q, k, v = (t.float() for t in _qkv(2, 3, 11, 70, 2.0, seed=5))
+    mask = torch.rand(2, 1, 1, 70, generator=torch.Generator().manual_seed(6)) < 0.6
+    mask[..., 0] = True
+    ours = cpu_attention.attention(q, k, v, attn_mask=mask)
+    exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask)
+    theirs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    err = (ours.double() - exact).abs().max()
+    assert err <= 2 * (theirs.double() - exact).abs().max() + 1e-7 and err < 1e-5
+    for i in range(2):  # leaving keys out equals attending over only those keys
+        keep = mask[i, 0, 0].nonzero()[:, 0]
+        alone = cpu_attention.attention(q[i : i + 1], k[i : i + 1, :, keep], v[i : i + 1, :, keep])
+        assert torch.equal(ours[i : i + 1], alone)
+
+
 def test_key_mask_with_no_visible_key_gives_zeros_like_pytorch(kernel) -> None:
     q, k, v = _qkv(2, 2, 5, 9, 1.0)
     mask = torch.ones(2, 1, 1, 9, dtype=torch.bool)

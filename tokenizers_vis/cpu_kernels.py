@@ -1,15 +1,15 @@
 """vistok's C++ CPU kernels (`kernels/*.cpp`): one extension, compiled on first use.
 
-- `attention` (`cpu_attention`): bf16 attention, head size 64, optional key mask.
+- `attention` (`cpu_attention`): bf16 or fp32 attention, head size 64, optional key mask.
 - `group_norm_silu` (`cpu_group_norm`): GroupNorm then SiLU on a channels-last tensor, in place if
   asked.
 
-Both are for inference on x86 CPUs with AVX512-BF16 (the attention's products and the bf16
+Both are for inference on x86 CPUs with AVX512-BF16 (the attention's bf16 products and the bf16
 stores need it); elsewhere nothing is built and PyTorch's own ops run. The sources are compiled
-once (about 30 s; `torch.utils.cpp_extension`, a C++ compiler needed) into vistok's cache
-directory, keyed by the sources, the flags, the torch version and Python's; `tools/setup.sh`
-builds them. Without a compiler, or when the build fails, vistok warns once and PyTorch's ops run.
-`VISTOK_CPU_KERNELS=off` turns every kernel off (nothing is built).
+once (about 45 s on a 2-core AMD EPYC; `torch.utils.cpp_extension`, a C++ compiler needed)
+into vistok's cache directory, keyed by the sources, the flags, the torch version and Python's;
+`tools/setup.sh` builds them. Without a compiler, or when the build fails, vistok warns once and
+PyTorch's ops run. `VISTOK_CPU_KERNELS=off` turns every kernel off (nothing is built).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -c "import torch, torchvision, timm, lightning, tokenizers_vis; print('[setup] torch', torch.__version__)"
   echo "$want" > "$stamp"
 fi
-# vistok's CPU kernels (bf16 attention, GroupNorm + SiLU) are compiled on first use (about 30 s,
+# vistok's CPU kernels (attention, GroupNorm + SiLU) are compiled on first use (about 45 s,
 # on x86 CPUs with AVX512-BF16 only); building them here keeps that out of the first encode.
 # Elsewhere: nothing.
 .venv/bin/python -c "from tokenizers_vis import cpu_kernels; cpu_kernels.available()"

@@ -8,7 +8,7 @@ void group_norm_silu(const torch::Tensor& x, int64_t groups,
                      const c10::optional<torch::Tensor>& bias, double eps, torch::Tensor& out);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("attention", &attention, "bf16 attention, head size 64 (cpu_attention.cpp)",
+  m.def("attention", &attention, "bf16 or fp32 attention, head size 64 (cpu_attention.cpp)",
         py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"),
         py::arg("visible") = py::none());
   m.def("group_norm_silu", &group_norm_silu, "GroupNorm + SiLU, channels-last (cpu_group_norm.cpp)",
